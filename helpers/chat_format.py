@@ -1,0 +1,97 @@
+"""Phi-4-mini's chat format: special tokens, the chat template and tool-call parsing.
+
+The template renders tools into the system turn as ``<|tool|>[...]<|/tool|>`` and
+assistant tool calls as ``<|tool_call|>[...]<|/tool_call|>``, as Phi-4-mini does.
+It accepts OpenAI-style tools (``{"type": "function", "function": {...}}``) or
+bare function dicts, passed as the ``tools`` argument or, as in Phi-4-mini's own
+template, as a JSON string under a system message's ``tools`` key.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+SYSTEM, USER, ASSISTANT, END = "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"
+TOOL, TOOL_END = "<|tool|>", "<|/tool|>"
+TOOL_CALL, TOOL_CALL_END = "<|tool_call|>", "<|/tool_call|>"
+ENDOFTEXT = "<|endoftext|>"
+SPECIAL_TOKENS = [ENDOFTEXT, SYSTEM, USER, ASSISTANT, END, TOOL, TOOL_END, TOOL_CALL, TOOL_CALL_END]
+
+# One line per construct; whitespace control keeps the rendered prompt free of
+# stray newlines so that every backend (jinja2 in transformers/vLLM/our servers)
+# produces the same token ids.
+CHAT_TEMPLATE = (
+    "{%- macro render_tools(ts) -%}"
+    "{%- if ts is string -%}{{ ts }}{%- else -%}"
+    "[{%- for t in ts -%}{{ (t.function if t.function is defined else t) | tojson }}"
+    "{%- if not loop.last %}, {% endif -%}{%- endfor -%}]"
+    "{%- endif -%}"
+    "{%- endmacro -%}"
+    "{%- if tools and (messages | length == 0 or messages[0].role != 'system') -%}"
+    "<|system|><|tool|>{{ render_tools(tools) }}<|/tool|><|end|>"
+    "{%- endif -%}"
+    "{%- for message in messages -%}"
+    "{%- if message.role == 'system' -%}"
+    "<|system|>{{ message.content or '' }}"
+    "{%- set ts = tools if tools else message.get('tools') -%}"
+    "{%- if ts -%}<|tool|>{{ render_tools(ts) }}<|/tool|>{%- endif -%}<|end|>"
+    "{%- elif message.role == 'assistant' and message.get('tool_calls') -%}"
+    "<|assistant|>{{ message.content or '' }}<|tool_call|>["
+    "{%- for tc in message.tool_calls -%}"
+    "{%- set f = tc.function if tc.function is defined else tc -%}"
+    '{"name": {{ f.name | tojson }}, "arguments": '
+    "{%- if f.arguments is string %} {{ f.arguments }}{% else %} {{ f.arguments | tojson }}{% endif -%}"
+    "}{%- if not loop.last %}, {% endif -%}"
+    "{%- endfor -%}]<|/tool_call|><|end|>"
+    "{%- else -%}"
+    "<|{{ message.role }}|>{{ message.content or '' }}<|end|>"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}<|assistant|>{%- endif -%}"
+)
+
+_TOOL_CALL_RE = re.compile(re.escape(TOOL_CALL) + r"(.*?)(?:" + re.escape(TOOL_CALL_END) + r"|$)", re.S)
+
+
+def function_spec(tool: dict) -> dict:
+    """The bare function dict of an OpenAI-style tool (or the dict itself)."""
+    return tool.get("function", tool)
+
+
+def format_tool_calls(calls: list[dict]) -> str:
+    """The text Phi-4-mini emits for ``calls`` (dicts with name and arguments)."""
+    body = ", ".join(
+        '{"name": %s, "arguments": %s}' % (json.dumps(c["name"], ensure_ascii=False), json.dumps(c["arguments"], ensure_ascii=False)) for c in calls
+    )
+    return f"{TOOL_CALL}[{body}]{TOOL_CALL_END}"
+
+
+def parse_tool_calls(text: str) -> list[dict] | None:
+    """Tool calls in a completion, as ``[{"name": str, "arguments": dict}]``.
+
+    Returns None when the text holds no ``<|tool_call|>`` block; raises
+    ValueError when it holds one that is not a JSON list of name/arguments
+    objects (a malformed call is an error, not plain text).
+    """
+    match = _TOOL_CALL_RE.search(text)
+    if match is None:
+        return None
+    try:
+        calls = json.loads(match.group(1).strip())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"tool call is not valid JSON: {match.group(1)!r}") from err
+    if isinstance(calls, dict):
+        calls = [calls]
+    if not isinstance(calls, list) or not all(
+        isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("arguments", {}), dict)
+        for c in calls
+    ):
+        raise ValueError(f"tool call is not a list of {{name, arguments}} objects: {calls!r}")
+    return [{"name": c["name"], "arguments": c.get("arguments", {})} for c in calls]
+
+
+def strip_special(text: str) -> str:
+    """Text with Phi-4-mini's special tokens removed."""
+    for token in SPECIAL_TOKENS:
+        text = text.replace(token, "")
+    return text.strip()

@@ -1,0 +1,330 @@
+"""Start, watch and stop a serving backend: one interface, two runtimes.
+
+A backend is described once as a ``BackendSpec`` (image or Dockerfile, command,
+port, env, volumes, health path, API flavour, limits) and started by either
+
+- ``DockerRuntime``: the Docker SDK for Python (pull with progress or build from
+  ``compose/``, run detached on 127.0.0.1 with limits, a GPU only where the daemon
+  has the nvidia runtime, a label on everything), or
+- ``LocalRuntime``: a local process (from the backend's own virtualenv where its
+  pins conflict with the kernel's), in its own process group, killed with the
+  kernel if the kernel dies.
+
+Both wait for health with a timeout, fail fast when the backend exits (the
+error carries its last log lines), expose logs, stop cleanly, clean up when a
+start fails, and ``cleanup()`` removes strays a crashed kernel left behind —
+modelled on testcontainers-python.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from helpers.paths import cache_dir
+
+LABEL = "slm-deploy-lab"
+
+
+class DeployError(RuntimeError):
+    """A backend did not come up; the message ends with its last log lines."""
+
+
+@dataclass
+class BackendSpec:
+    """How to run one backend, in a container or as a local process."""
+
+    name: str
+    port: int  # the port the server listens on (inside the container, or locally if free)
+    image: str | None = None  # pulled by DockerRuntime
+    build_context: Path | None = None  # or built from this folder (a Dockerfile under compose/)
+    command: list[str] = field(default_factory=list)  # container command (args after the image's entrypoint)
+    local_command: list[str] | None = None  # argv for LocalRuntime; "{port}" is replaced by the port
+    env: dict[str, str] = field(default_factory=dict)
+    volumes: dict[str, str] = field(default_factory=dict)  # host path or named volume -> container path
+    health_path: str = "/health"
+    api: str = "openai"  # "openai" or "ollama": which client talks to it
+    mem_limit: str | None = None
+    cpus: float | None = None
+    gpu: bool = False  # ask for GPUs when the daemon can give them
+    shm_size: str | None = None
+    user: str | None = None
+
+
+@dataclass
+class Deployment:
+    """A running backend: where it answers, and how to read its logs and stop it."""
+
+    spec: BackendSpec
+    base_url: str
+    runtime: "DockerRuntime | LocalRuntime"
+    handle: object  # a docker Container or a subprocess.Popen
+
+    def logs(self, tail: int = 50) -> str:
+        return self.runtime.logs(self, tail)
+
+    def stop(self) -> None:
+        self.runtime.stop(self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_health(url: str, is_alive, logs, timeout: float, interval: float = 0.5) -> float:
+    """Poll ``url`` until it answers 2xx; fail fast when ``is_alive()`` turns False.
+
+    Returns the seconds it took. Raises ``DeployError`` with ``logs()`` on exit or timeout.
+    """
+    start = time.monotonic()
+    last = "no answer yet"
+    while time.monotonic() - start < timeout:
+        alive, why = is_alive()
+        if not alive:
+            raise DeployError(f"backend exited before it was healthy ({why}); last log lines:\n{logs()}")
+        try:
+            response = requests.get(url, timeout=2)
+            if response.ok:
+                return time.monotonic() - start
+            last = f"HTTP {response.status_code}"
+        except requests.RequestException as err:
+            last = type(err).__name__
+        time.sleep(interval)
+    raise DeployError(f"{url} not healthy after {timeout:.0f} s ({last}); last log lines:\n{logs()}")
+
+
+# ----------------------------------------------------------------------------- docker
+
+def docker_run_kwargs(spec: BackendSpec, image: str, host_port: int, gpu_available: bool) -> dict:
+    """The ``containers.run`` arguments for ``spec``: pure, so tests check them without Docker."""
+    from docker.types import DeviceRequest
+
+    kwargs = {
+        "image": image, "command": list(spec.command) or None, "detach": True,
+        "name": f"{LABEL}-{spec.name}-{host_port}",
+        "ports": {f"{spec.port}/tcp": ("127.0.0.1", host_port)},
+        "environment": dict(spec.env), "labels": {LABEL: "1", f"{LABEL}.backend": spec.name},
+        "volumes": {src: {"bind": dst, "mode": "rw"} for src, dst in spec.volumes.items()},
+    }
+    if spec.mem_limit:
+        kwargs["mem_limit"] = spec.mem_limit
+    if spec.cpus:
+        kwargs["nano_cpus"] = int(spec.cpus * 1e9)
+    if spec.shm_size:
+        kwargs["shm_size"] = spec.shm_size
+    if spec.user:
+        kwargs["user"] = spec.user
+    if spec.gpu and gpu_available:
+        kwargs["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    return kwargs
+
+
+class DockerRuntime:
+    """Backends as containers, through the Docker SDK for Python."""
+
+    name = "docker"
+
+    def __init__(self, client=None):
+        import docker
+        self.client = client or docker.from_env()
+        self.gpu_available = "nvidia" in self.client.info().get("Runtimes", {})
+
+    def ensure_image(self, spec: BackendSpec, progress: bool = True) -> str:
+        """The image for ``spec``: present, pulled (progress bar) or built from its context."""
+        import docker
+        from tqdm.auto import tqdm
+
+        if spec.build_context:
+            tag = f"{LABEL}/{spec.name}:local"
+            bar = tqdm(desc=f"building {tag}", unit=" steps", disable=not progress)
+            for chunk in self.client.api.build(path=str(spec.build_context), tag=tag, decode=True, rm=True,
+                                               labels={LABEL: "1"}):
+                if "error" in chunk:
+                    raise DeployError(f"docker build of {spec.build_context} failed: {chunk['error']}")
+                if chunk.get("stream", "").startswith("Step "):
+                    bar.update(1)
+            bar.close()
+            return tag
+        try:
+            self.client.images.get(spec.image)
+            return spec.image
+        except docker.errors.ImageNotFound:
+            pass
+        layers: dict[str, tuple[int, int]] = {}
+        bar = tqdm(desc=f"pulling {spec.image}", unit="B", unit_scale=True, disable=not progress)
+        try:
+            for event in self.client.api.pull(spec.image, stream=True, decode=True):
+                detail = event.get("progressDetail") or {}
+                if event.get("id") and detail.get("total"):
+                    layers[event["id"]] = (detail.get("current", 0), detail["total"])
+                    bar.total = sum(t for _, t in layers.values())
+                    bar.n = sum(c for c, _ in layers.values())
+                    bar.refresh()
+        except docker.errors.APIError as err:
+            raise DeployError(f"cannot pull {spec.image}: {err.explanation or err}") from err
+        finally:
+            bar.close()
+        return spec.image
+
+    def start(self, spec: BackendSpec, timeout: float = 300, host_port: int | None = None,
+              progress: bool = True) -> Deployment:
+        """Run ``spec`` detached, wait for health; on any failure remove the container and raise."""
+        image = self.ensure_image(spec, progress)
+        host_port = host_port or free_port()
+        container = self.client.containers.run(**docker_run_kwargs(spec, image, host_port, self.gpu_available))
+        deployment = Deployment(spec, f"http://127.0.0.1:{host_port}", self, container)
+        try:
+            wait_for_health(deployment.base_url + spec.health_path, lambda: self._alive(container),
+                            lambda: self.logs(deployment, 40), timeout)
+        except BaseException:
+            self.stop(deployment)
+            raise
+        return deployment
+
+    @staticmethod
+    def _alive(container) -> tuple[bool, str]:
+        container.reload()
+        state = container.attrs["State"]
+        return state["Status"] in ("created", "running"), f"status {state['Status']}, exit code {state['ExitCode']}"
+
+    def logs(self, deployment: Deployment, tail: int = 50) -> str:
+        return deployment.handle.logs(tail=tail).decode(errors="replace")
+
+    def stop(self, deployment: Deployment) -> None:
+        import docker
+        try:
+            deployment.handle.remove(force=True, v=False)
+        except docker.errors.NotFound:
+            pass
+
+    def cleanup(self) -> list[str]:
+        """Remove every container this lab labelled (strays after a crashed kernel)."""
+        removed = []
+        for container in self.client.containers.list(all=True, filters={"label": LABEL}):
+            container.remove(force=True)
+            removed.append(container.name)
+        return removed
+
+
+# ----------------------------------------------------------------------------- local processes
+
+# Exec ``argv`` with PR_SET_PDEATHSIG set, so the backend gets SIGTERM when the kernel
+# that started it dies (a crashed or shut-down papermill kernel leaves no orphan).
+# A tiny exec wrapper rather than preexec_fn, which is unsafe in a threaded kernel.
+_EXEC_WITH_PDEATHSIG = ("import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM); "
+                        "os.execvp(sys.argv[1], sys.argv[1:])")
+
+
+def _kill_group(pid: int, grace: float = 10.0) -> None:
+    """SIGTERM the process group of ``pid``, then SIGKILL what is left after ``grace`` s."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+class LocalRuntime:
+    """Backends as local processes, each in its own process group with its log in a file."""
+
+    name = "local"
+
+    def __init__(self, state_dir: Path | None = None):
+        self.state_dir = state_dir or cache_dir() / "processes"
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._running: dict[int, Deployment] = {}
+        atexit.register(self.stop_all)
+
+    def start(self, spec: BackendSpec, timeout: float = 300, host_port: int | None = None,
+              progress: bool = True) -> Deployment:
+        """Start ``spec.local_command``, wait for health; on failure kill it and raise."""
+        if not spec.local_command:
+            raise DeployError(f"{spec.name} has no local command")
+        port = host_port or free_port()
+        argv = [part.replace("{port}", str(port)) for part in spec.local_command]
+        log_path = self.state_dir / f"{spec.name}-{port}.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen([sys.executable, "-c", _EXEC_WITH_PDEATHSIG, *argv], stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env={**os.environ, **spec.env}, start_new_session=True)
+        (self.state_dir / f"{proc.pid}.json").write_text(json.dumps({"pid": proc.pid, "argv": argv,
+                                                                     "backend": spec.name}))
+        deployment = Deployment(spec, f"http://127.0.0.1:{port}", self, proc)
+        deployment.log_path = log_path
+        self._running[proc.pid] = deployment
+        try:
+            wait_for_health(deployment.base_url + spec.health_path,
+                            lambda: (proc.poll() is None, f"exit code {proc.returncode}"),
+                            lambda: self.logs(deployment, 40), timeout)
+        except BaseException:
+            self.stop(deployment)
+            raise
+        return deployment
+
+    def logs(self, deployment: Deployment, tail: int = 50) -> str:
+        lines = Path(deployment.log_path).read_text(errors="replace").splitlines()
+        return "\n".join(lines[-tail:])
+
+    def stop(self, deployment: Deployment) -> None:
+        proc = deployment.handle
+        _kill_group(proc.pid)
+        proc.wait()
+        (self.state_dir / f"{proc.pid}.json").unlink(missing_ok=True)
+        self._running.pop(proc.pid, None)
+
+    def stop_all(self) -> None:
+        for deployment in list(self._running.values()):
+            self.stop(deployment)
+
+    def cleanup(self) -> list[int]:
+        """Kill processes that earlier kernels started and never stopped."""
+        killed = []
+        for record in self.state_dir.glob("*.json"):
+            pid = json.loads(record.read_text())["pid"]
+            if pid not in self._running and _same_process(pid, json.loads(record.read_text())["argv"]):
+                _kill_group(pid, grace=5)
+                killed.append(pid)
+            if pid not in self._running:
+                record.unlink(missing_ok=True)
+        return killed
+
+
+def _same_process(pid: int, argv: list[str]) -> bool:
+    """True when ``pid`` still runs ``argv`` (not a recycled pid)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:len(argv)] == [a.encode() for a in argv]
+    except OSError:
+        return False
+
+
+def runtime(name: str):
+    """The runtime called ``name`` ('local' or 'docker')."""
+    return {"local": LocalRuntime, "docker": DockerRuntime}[name]()

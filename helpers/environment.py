@@ -1,0 +1,126 @@
+"""What this machine offers the lab: Python, memory, disk, Docker, GPU; and which runtime to use."""
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+
+from helpers.paths import cache_dir
+
+# The seed tutorial's resource table for Phi-4-mini (GB): min RAM, recommended RAM, disk.
+RESOURCE_PROFILES = {
+    "development": {"min_ram": 6, "recommended_ram": 8, "disk": 8, "gpu": False},
+    "production CPU": {"min_ram": 8, "recommended_ram": 12, "disk": 10, "gpu": False},
+    "production GPU": {"min_ram": 6, "recommended_ram": 8, "disk": 8, "gpu": True},
+    "edge-optimised (quantised)": {"min_ram": 4, "recommended_ram": 6, "disk": 6, "gpu": False},
+}
+RUNTIMES = ("local", "docker")
+
+
+@dataclass
+class Environment:
+    python: str
+    platform: str
+    cpus: int
+    ram_gb: float
+    ram_available_gb: float
+    disk_free_gb: float
+    cpu_flags: list[str]
+    docker: str | None  # daemon version, or None when no daemon answers
+    docker_error: str | None
+    nvidia_runtime: bool
+    gpus: list[str]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _cpu_flags() -> list[str]:
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return sorted(f for f in flags if f in {"avx", "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile"})
+
+
+def docker_status(timeout: float = 5.0) -> tuple[str | None, bool, str | None]:
+    """(daemon version or None, nvidia runtime present, error text) for the local Docker daemon."""
+    try:
+        import docker
+        client = docker.from_env(timeout=timeout)
+        info = client.info()
+        return client.version().get("Version"), "nvidia" in info.get("Runtimes", {}), None
+    except Exception as err:  # no SDK, no socket, daemon down: all mean "no Docker here"
+        return None, False, f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+
+
+def nvidia_gpus() -> list[str]:
+    """GPU names that nvidia-smi reports, or [] without a driver."""
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+
+
+def check_environment() -> Environment:
+    """Inspect this machine."""
+    import psutil
+
+    mem = psutil.virtual_memory()
+    version, nvidia, error = docker_status()
+    return Environment(
+        python=sys.version.split()[0], platform=platform.platform(), cpus=os.cpu_count() or 1,
+        ram_gb=round(mem.total / 2**30, 1), ram_available_gb=round(mem.available / 2**30, 1),
+        disk_free_gb=round(shutil.disk_usage(cache_dir()).free / 2**30, 1), cpu_flags=_cpu_flags(),
+        docker=version, docker_error=error, nvidia_runtime=nvidia, gpus=nvidia_gpus(),
+    )
+
+
+def profile_fit(env: Environment) -> dict[str, str]:
+    """For each of the seed's deployment profiles: 'recommended', 'minimum', or what is missing."""
+    verdicts = {}
+    for name, need in RESOURCE_PROFILES.items():
+        missing = []
+        if need["gpu"] and not env.gpus:
+            missing.append("no GPU")
+        if env.ram_gb < need["min_ram"]:
+            missing.append(f"RAM {env.ram_gb} < {need['min_ram']} GB")
+        if env.disk_free_gb < need["disk"]:
+            missing.append(f"disk {env.disk_free_gb} < {need['disk']} GB")
+        verdicts[name] = ("; ".join(missing) if missing
+                          else "recommended" if env.ram_gb >= need["recommended_ram"] else "minimum")
+    return verdicts
+
+
+def resolve_runtime(requested: str, env: Environment) -> str:
+    """``requested`` ('local', 'docker' or 'auto'); 'auto' means docker when a daemon answers.
+
+    The embedded default of the workbook and CI is 'local' (passed explicitly), because
+    the docker runtime pulls official images and Phi-4-mini from the internet.
+    """
+    if requested == "auto":
+        return "docker" if env.docker else "local"
+    if requested not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES} or 'auto', not {requested!r}")
+    if requested == "docker" and not env.docker:
+        raise RuntimeError(f"runtime 'docker' needs a reachable Docker daemon: {env.docker_error}")
+    return requested
+
+
+def describe(env: Environment) -> str:
+    """A short text table of ``env`` and how it fits the seed's deployment profiles."""
+    rows = [("Python", env.python), ("platform", env.platform), ("CPUs", f"{env.cpus} ({', '.join(env.cpu_flags)})"),
+            ("RAM", f"{env.ram_gb} GB ({env.ram_available_gb} GB free)"), ("disk free (cache)", f"{env.disk_free_gb} GB"),
+            ("Docker daemon", env.docker or f"not reachable — {env.docker_error}"),
+            ("NVIDIA runtime in Docker", env.nvidia_runtime), ("GPUs", ", ".join(env.gpus) or "none")]
+    rows += [(f"profile: {name}", verdict) for name, verdict in profile_fit(env).items()]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

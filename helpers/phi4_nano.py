@@ -1,0 +1,351 @@
+"""phi4-nano: a tiny model with Phi-4-mini's architecture, built and trained offline.
+
+``load()`` returns the cached build (seconds) or builds it (a few minutes on 2
+cores): a byte-level BPE tokenizer trained locally with Phi-4-mini's special
+tokens and chat template, a ``Phi3ForCausalLM`` with Phi-4-mini's architecture
+family at toy widths (shared/FINDINGS.md), trained on ``helpers.curriculum``,
+then graded on held-out tasks. The folder it returns is a normal Hugging Face
+model folder (config, generation config, safetensors, tokenizer, chat template)
+plus ``report.json`` with the training and accuracy figures.
+
+Run ``python -m helpers.phi4_nano`` to build (if needed) and print the report.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import shutil
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from helpers import chat_format, curriculum, grading
+from helpers.paths import cache_dir, content_key
+
+RECIPE = {
+    "version": 1,
+    "config": {  # Phi-4-mini's family at toy widths; head_dim 64 for onnxruntime-genai's GQA kernel
+        "vocab_size": 4096, "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "partial_rotary_factor": 0.75,
+        "max_position_embeddings": 8192, "original_max_position_embeddings": 1024,
+        "tie_word_embeddings": True, "hidden_act": "silu", "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+    },
+    "tokenizer": {"vocab_size": 4096, "corpus_tasks": 30000},
+    "train": {"seed": 0, "steps": 900, "batch_size": 32, "lr": 3e-3, "warmup": 50, "weight_decay": 0.01},
+    "eval": {"per_family": 60},
+}
+SOURCES = [Path(__file__), Path(curriculum.__file__), Path(chat_format.__file__)]
+MAX_NEW_TOKENS = {"coding": 96, "seed": 160}
+
+
+def _tqdm(*args, **kwargs):
+    from tqdm.auto import tqdm
+    return tqdm(*args, **kwargs)
+
+
+# ----------------------------------------------------------------------------- tokenizer
+
+def _masked(text: str) -> str:
+    """``text`` with every digit blanked, so that no BPE merge contains a digit."""
+    return "".join(" " if ch.isdigit() else ch for ch in text)
+
+
+# Plain Python and English prose beyond the curriculum, so the BPE fills its vocabulary.
+STDLIB_MODULES = ["textwrap", "string", "random", "statistics", "fractions", "calendar", "argparse",
+                  "dataclasses", "functools", "heapq", "bisect", "shutil", "pathlib", "inspect",
+                  "json.decoder", "json.encoder", "difflib", "pprint", "glob", "fnmatch", "tempfile"]
+
+
+def _stdlib_text() -> list[str]:
+    import importlib
+    return [Path(importlib.import_module(name).__file__).read_text() for name in STDLIB_MODULES]
+
+
+def train_tokenizer(vocab_size: int, corpus_tasks: int):
+    """A GPT-2-style byte-level BPE tokenizer with Phi-4-mini's special tokens and chat template.
+
+    Digits stay single tokens in every backend: the BPE never sees a digit, and
+    llama.cpp's GPT-2 pre-tokenizer splits numbers from letters the same way.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=chat_format.SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    text = [_masked(line) for line in curriculum.corpus_lines(corpus_tasks) + _stdlib_text()]
+    bpe.train_from_iterator(text, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe, eos_token=chat_format.ENDOFTEXT, pad_token=chat_format.ENDOFTEXT,
+        unk_token=None, bos_token=None, additional_special_tokens=chat_format.SPECIAL_TOKENS[1:],
+        model_input_names=["input_ids", "attention_mask"], chat_template=chat_format.CHAT_TEMPLATE,
+        clean_up_tokenization_spaces=False, model_max_length=RECIPE["config"]["max_position_embeddings"],
+    )
+
+
+# ----------------------------------------------------------------------------- model
+
+def make_config(tokenizer):
+    """A ``Phi3Config`` for phi4-nano; longrope factors sized for the rotary dims."""
+    from transformers import Phi3Config
+
+    c = dict(RECIPE["config"])
+    rotary_half = int(c["hidden_size"] // c["num_attention_heads"] * c["partial_rotary_factor"]) // 2
+    long_factor = [round(1.0 + 3.0 * i / (rotary_half - 1), 4) for i in range(rotary_half)]
+    return Phi3Config(
+        **c, rope_scaling={"type": "longrope", "short_factor": [1.0] * rotary_half, "long_factor": long_factor},
+        bos_token_id=tokenizer.convert_tokens_to_ids(chat_format.ENDOFTEXT),
+        eos_token_id=tokenizer.convert_tokens_to_ids(chat_format.ENDOFTEXT),
+        pad_token_id=tokenizer.convert_tokens_to_ids(chat_format.ENDOFTEXT),
+        architectures=["Phi3ForCausalLM"], torch_dtype="float32",
+    )
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    """Token ids that end an assistant turn (``<|end|>``, ``<|endoftext|>``)."""
+    return [tokenizer.convert_tokens_to_ids(t) for t in (chat_format.END, chat_format.ENDOFTEXT)]
+
+
+def encode_task(tokenizer, task) -> tuple[list[int], int]:
+    """Token ids of a task's prompt + answer + ``<|end|>``, and where the answer starts."""
+    prompt = tokenizer.apply_chat_template(task.messages, tools=task.tools, add_generation_prompt=True,
+                                           tokenize=True)
+    answer = tokenizer.encode(task.answer, add_special_tokens=False)
+    return prompt + answer + [tokenizer.convert_tokens_to_ids(chat_format.END)], len(prompt)
+
+
+def _batch(tokenizer, tasks, pad_id):
+    import torch
+
+    encoded = [encode_task(tokenizer, t) for t in tasks]
+    width = max(len(ids) for ids, _ in encoded)
+    ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    target = torch.zeros((len(encoded), width), dtype=torch.bool)  # positions that predict an answer token
+    for row, (seq, start) in enumerate(encoded):
+        ids[row, :len(seq)] = torch.tensor(seq)
+        mask[row, :len(seq)] = 1
+        target[row, start - 1:len(seq) - 1] = True
+    return ids, mask, target
+
+
+def _family_batches(stream, batch_size: int):
+    """Batches of one family each (similar lengths, little padding), in the stream's mix."""
+    pending: dict[str, list] = {}
+    for task in stream:
+        group = pending.setdefault(task.family, [])
+        group.append(task)
+        if len(group) == batch_size:
+            yield pending.pop(task.family)
+
+
+def train(model, tokenizer, steps: int, batch_size: int, lr: float, warmup: int, weight_decay: float,
+          seed: int, progress: bool = True) -> list[float]:
+    """Train on the curriculum; the LM head and loss run only where an answer token is predicted."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(seed)
+    batches = _family_batches(curriculum.training_stream(seed), batch_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=weight_decay)
+    decay_from = int(steps * 0.75)  # warm up, hold, then decay linearly to 10 % over the last quarter
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warmup, 1.0 - 0.9 * max(0, s - decay_from) / (steps - decay_from)))
+    pad_id = tokenizer.pad_token_id
+    losses = []
+    model.train()
+    bar = _tqdm(range(steps), desc="training phi4-nano", disable=not progress, mininterval=2)
+    for _ in bar:
+        ids, mask, target = _batch(tokenizer, next(batches), pad_id)
+        hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        logits = model.lm_head(hidden[target])
+        labels = ids[:, 1:][target[:, :-1]]
+        loss = F.cross_entropy(logits, labels)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        schedule.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(round(loss.item(), 4))
+        bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}", refresh=False)
+    model.eval()
+    return losses
+
+
+# ----------------------------------------------------------------------------- generation and grading
+
+def generate(model, tokenizer, conversations, max_new_tokens: int = 48, batch_size: int = 32) -> list[str]:
+    """Greedy completions (special tokens kept) of (messages, tools) pairs, batched with left padding."""
+    import torch
+
+    outputs = []
+    tokenizer.padding_side = "left"
+    for i in range(0, len(conversations), batch_size):
+        prompts = [tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True, tokenize=False)
+                   for messages, tools in conversations[i:i + batch_size]]
+        batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.no_grad():
+            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                 eos_token_id=stop_token_ids(tokenizer), pad_token_id=tokenizer.pad_token_id)
+        for row in out[:, batch["input_ids"].shape[1]:]:
+            text = tokenizer.decode(row, skip_special_tokens=False)
+            outputs.append(text.split(chat_format.END)[0].replace(chat_format.ENDOFTEXT, ""))
+    return outputs
+
+
+def chat(model, tokenizer, messages: list[dict], tools: list[dict] | None = None, max_new_tokens: int = 160) -> str:
+    """phi4-nano's greedy reply to one conversation (tool calls left in Phi-4-mini's text form)."""
+    return generate(model, tokenizer, [(messages, tools)], max_new_tokens)[0]
+
+
+def evaluate(model, tokenizer, per_family: int, progress: bool = True) -> dict:
+    """Held-out accuracy per family, plus the seed prompts, with up to 3 failures each."""
+    tasks = curriculum.heldout_set(per_family) + curriculum.seed_tasks()
+    report = {}
+    families = sorted({t.family for t in tasks})
+    for family in _tqdm(families, desc="grading held-out tasks", disable=not progress):
+        subset = [t for t in tasks if t.family == family]
+        texts = generate(model, tokenizer, [(t.messages, t.tools) for t in subset], MAX_NEW_TOKENS.get(family, 48))
+        graded = [grading.grade(t, text) for t, text in zip(subset, texts)]
+        failures = [{"prompt": t.messages[-1]["content"], "answer": text, "why": why}
+                    for t, text, (ok, why) in zip(subset, texts, graded) if not ok]
+        report[family] = {"n": len(subset), "accuracy": round(sum(ok for ok, _ in graded) / len(subset), 3),
+                          "failures": failures[:3]}
+    return report
+
+
+# ----------------------------------------------------------------------------- build and cache
+
+def recipe_key() -> str:
+    """Content hash of the recipe and the code that implements it (the cache key)."""
+    import transformers
+    versions = {"transformers": transformers.__version__, "python": sys.version.split()[0]}
+    return content_key({**RECIPE, **versions}, SOURCES)
+
+
+@contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def build(out_dir: Path, progress: bool = True) -> dict:
+    """Build, train, grade and save phi4-nano into ``out_dir``; returns its report."""
+    import torch
+    import transformers
+    from transformers import GenerationConfig, Phi3ForCausalLM
+
+    t0 = time.perf_counter()
+    tokenizer = train_tokenizer(**RECIPE["tokenizer"])
+    t_tok = time.perf_counter()
+    torch.manual_seed(RECIPE["train"]["seed"])
+    model = Phi3ForCausalLM(make_config(tokenizer))
+    losses = train(model, tokenizer, progress=progress, **RECIPE["train"])
+    t_train = time.perf_counter()
+    accuracy = evaluate(model, tokenizer, RECIPE["eval"]["per_family"], progress=progress)
+    t_eval = time.perf_counter()
+    model.generation_config = GenerationConfig(
+        eos_token_id=stop_token_ids(tokenizer), pad_token_id=tokenizer.pad_token_id, do_sample=False)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    _mark_gpt2_tokenizer(out_dir)
+    report = {
+        "key": out_dir.name, "params": sum(p.numel() for p in model.parameters()),
+        "seconds": {"tokenizer": round(t_tok - t0, 1), "train": round(t_train - t_tok, 1),
+                    "evaluate": round(t_eval - t_train, 1), "total": round(t_eval - t0, 1)},
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "transformers": transformers.__version__,
+        "python": sys.version.split()[0], "loss_first": losses[:10], "loss_last": losses[-10:],
+        "loss_curve": losses[::10], "accuracy": accuracy,
+    }
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def _mark_gpt2_tokenizer(folder: Path) -> None:
+    """Declare the tokenizer GPT-2 style, which llama.cpp's converter needs (FINDINGS.md)."""
+    path = folder / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    config["tokenizer_class"] = "GPT2Tokenizer"
+    path.write_text(json.dumps(config, indent=2))
+
+
+def model_dir(progress: bool = True) -> Path:
+    """The cached phi4-nano folder for the current recipe, built first if missing."""
+    root = cache_dir() / "phi4-nano"
+    final = root / recipe_key()
+    if (final / "report.json").exists():
+        return final
+    with _locked(root / ".lock"):
+        if (final / "report.json").exists():
+            return final
+        tmp = root / f".{final.name}.building"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        build(tmp, progress=progress)
+        tmp.rename(final)  # only a finished build gets the final name
+    return final
+
+
+def load(progress: bool = True):
+    """(model, tokenizer, folder) of phi4-nano, built and cached on first use."""
+    from transformers import AutoTokenizer, Phi3ForCausalLM
+
+    folder = model_dir(progress=progress)
+    return Phi3ForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder), folder
+
+
+def report(folder: Path | None = None) -> dict:
+    """The training report saved beside the weights."""
+    return json.loads(((folder or model_dir()) / "report.json").read_text())
+
+
+def model_card(model, tokenizer) -> str:
+    """Architecture, sizes and the chat template rendered for a sample conversation with a tool."""
+    c = model.config
+    sample = tokenizer.apply_chat_template(
+        [{"role": "system", "content": "You are a helpful assistant with some tools."},
+         {"role": "user", "content": curriculum.SEED_TOOL_PROMPT}],
+        tools=[curriculum.CIRCLE_TOOL], add_generation_prompt=True, tokenize=False)
+    rows = [("architecture", c.architectures[0]), ("parameters", f"{sum(p.numel() for p in model.parameters()):,}"),
+            ("layers", c.num_hidden_layers), ("hidden size", c.hidden_size),
+            ("attention heads / KV heads (GQA)", f"{c.num_attention_heads} / {c.num_key_value_heads}"),
+            ("head_dim", c.hidden_size // c.num_attention_heads),
+            ("partial rotary factor", c.partial_rotary_factor),
+            ("rope scaling", f"{c.rope_scaling['type']} (switch at {c.original_max_position_embeddings} tokens)"),
+            ("context", c.max_position_embeddings), ("tied embeddings", c.tie_word_embeddings),
+            ("vocab", f"{len(tokenizer)} (byte-level BPE, digits are single tokens)")]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows) + "\n\nchat template, rendered:\n" + sample
+
+
+def plot_report(rep: dict):
+    """Training loss and held-out accuracy per family, side by side."""
+    import matplotlib.pyplot as plt
+
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 3.5))
+    loss_ax.plot([i * 10 for i in range(len(rep["loss_curve"]))], rep["loss_curve"])
+    loss_ax.set(title="training loss (answer tokens)", xlabel="step", ylabel="cross-entropy", yscale="log")
+    families = list(rep["accuracy"])
+    acc_ax.barh(families, [rep["accuracy"][f]["accuracy"] for f in families], color="tab:green")
+    acc_ax.set(title="held-out accuracy", xlim=(0, 1))
+    fig.tight_layout()
+    return fig
+
+
+def format_report(rep: dict) -> str:
+    """A short text table of a report's accuracy and timing."""
+    lines = [f"phi4-nano {rep['key']}: {rep['params']:,} params, built in {rep['seconds']['total']} s "
+             f"(tokenizer {rep['seconds']['tokenizer']} s, training {rep['seconds']['train']} s, "
+             f"grading {rep['seconds']['evaluate']} s) on {rep['threads']} threads",
+             f"{'family':<14}{'n':>5}{'accuracy':>10}"]
+    lines += [f"{family:<14}{r['n']:>5}{r['accuracy']:>10.1%}" for family, r in rep["accuracy"].items()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(format_report(report(model_dir())))

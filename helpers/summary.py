@@ -1,0 +1,55 @@
+"""The small JSON record each notebook writes of what it verified.
+
+Tests assert on this record, not on printed text. A failed ``check`` is written
+first and then raised, so both the summary and the papermill error say what broke.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from helpers.paths import RUNS
+
+
+class CheckFailed(AssertionError):
+    """A notebook's check did not hold."""
+
+
+class Summary:
+    """``<out_dir>/<notebook>.summary.json``: recorded values and named checks."""
+
+    def __init__(self, notebook: str, out_dir: str | Path | None = None, **parameters):
+        self.path = Path(out_dir or RUNS) / f"{notebook}.summary.json"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.data = {"notebook": notebook, "parameters": parameters, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                     "checks": {}, "values": {}, "complete": False}
+        self._write()
+
+    def record(self, key: str, value):
+        """Store ``value`` (JSON-able) under ``key`` and return it."""
+        self.data["values"][key] = value
+        self._write()
+        return value
+
+    def check(self, name: str, condition: bool, detail: str = "") -> None:
+        """Record a named check; raise ``CheckFailed`` with ``detail`` when it does not hold."""
+        self.data["checks"][name] = {"ok": bool(condition), "detail": detail}
+        self._write()
+        if not condition:
+            raise CheckFailed(f"{name}: {detail}")
+        print(f"✔ {name}" + (f" — {detail}" if detail else ""))
+
+    def finish(self) -> dict:
+        """Mark the notebook as run to the end."""
+        self.data["complete"] = True
+        self._write()
+        return self.data
+
+    def _write(self) -> None:
+        self.path.write_text(json.dumps(self.data, indent=2, default=str))
+
+
+def load(path: str | Path) -> dict:
+    """A summary written by ``Summary``."""
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,26 @@
+"""Shared fixtures; docker/gpu tests deselect themselves where the machine has neither."""
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from helpers import environment  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    docker_version, _, docker_error = environment.docker_status(timeout=3)
+    gpus = environment.nvidia_gpus()
+    for item in items:
+        if "docker" in item.keywords and not docker_version:
+            item.add_marker(pytest.mark.skip(reason=f"no Docker daemon answers ({docker_error})"))
+        if "gpu" in item.keywords and not gpus:
+            item.add_marker(pytest.mark.skip(reason="no NVIDIA GPU (nvidia-smi finds none)"))
+
+
+@pytest.fixture(scope="session")
+def nano():
+    """(model, tokenizer, folder) of the cached phi4-nano, built on first use."""
+    from helpers import phi4_nano
+    return phi4_nano.load(progress=False)

@@ -1,0 +1,61 @@
+"""DockerRuntime against a real Docker engine, with an image the project builds itself."""
+import os
+
+import pytest
+import requests
+
+from helpers import deploy
+from helpers.paths import REPO
+
+pytestmark = pytest.mark.docker
+BASE_IMAGE = os.environ.get("SLM_LAB_BASE_IMAGE", "slm-deploy-lab/base:bookworm")
+
+
+@pytest.fixture(scope="module")
+def runtime():
+    rt = deploy.DockerRuntime()
+    try:
+        rt.client.images.get(BASE_IMAGE)
+    except Exception:
+        pytest.skip(f"base image {BASE_IMAGE} missing: run compose/engine/setup-local-engine.sh")
+    yield rt
+    rt.cleanup()
+
+
+def _spec(**overrides):
+    return deploy.BackendSpec(**{"name": "echo", "port": 8000, "build_context": REPO / "compose" / "echo-backend",
+                                 "mem_limit": "256m", "cpus": 0.5, **overrides})
+
+
+def _labelled(rt):
+    return rt.client.containers.list(all=True, filters={"label": deploy.LABEL})
+
+
+def test_build_start_request_logs_stop(runtime):
+    with runtime.start(_spec(), timeout=60, progress=False) as d:
+        assert d.base_url.startswith("http://127.0.0.1:")
+        assert requests.post(d.base_url + "/echo", json={"hi": 1}, timeout=5).json() == {"echo": {"hi": 1}}
+        assert "POST /echo" in d.logs()
+        d.handle.reload()
+        assert d.handle.attrs["HostConfig"]["Memory"] == 256 * 2**20
+        assert d.handle.attrs["HostConfig"]["NanoCpus"] == 5 * 10**8
+        assert d.handle.attrs["Config"]["User"] == "lab"
+    assert not _labelled(runtime)
+
+
+def test_exiting_container_fails_fast_and_is_removed(runtime):
+    with pytest.raises(deploy.DeployError, match=r"(?s)exit code 3.*failing on purpose"):
+        runtime.start(_spec(command=["--fail"]), timeout=60, progress=False)
+    assert not _labelled(runtime)
+
+
+def test_health_timeout_removes_the_container(runtime):
+    with pytest.raises(deploy.DeployError, match="not healthy after 3 s"):
+        runtime.start(_spec(health_path="/missing"), timeout=3, progress=False)
+    assert not _labelled(runtime)
+
+
+def test_cleanup_removes_strays(runtime):
+    image = runtime.ensure_image(_spec(), progress=False)
+    runtime.client.containers.run(image, detach=True, labels={deploy.LABEL: "1"})
+    assert len(runtime.cleanup()) == 1 and not _labelled(runtime)

@@ -1,0 +1,87 @@
+"""LocalRuntime with real processes: health, logs, fail-fast, stop, cleanup, no orphans."""
+import os
+import subprocess
+import sys
+import time
+
+import nbformat
+import pytest
+import requests
+
+from helpers import deploy, workbook
+
+HTTP_SERVER = [sys.executable, "-m", "http.server", "{port}", "--bind", "127.0.0.1"]
+
+
+def _gone(pid, within=10.0):
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        if open(f"/proc/{pid}/stat").read().split()[2] == "Z":  # a zombie has exited
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.fixture
+def runtime(tmp_path):
+    rt = deploy.LocalRuntime(state_dir=tmp_path)
+    yield rt
+    rt.stop_all()
+
+
+def test_start_request_logs_stop(runtime):
+    spec = deploy.BackendSpec("static", port=0, local_command=HTTP_SERVER, health_path="/")
+    with runtime.start(spec, timeout=30) as d:
+        assert requests.get(d.base_url + "/", timeout=5).ok
+        assert "GET / HTTP" in d.logs()
+        pid = d.handle.pid
+    assert _gone(pid)
+    assert not list(runtime.state_dir.glob("*.json"))
+
+
+def test_exit_fails_fast_with_log_lines(runtime):
+    spec = deploy.BackendSpec("crash", port=0, local_command=[sys.executable, "-c", "print('boom'); raise SystemExit(3)"])
+    start = time.monotonic()
+    with pytest.raises(deploy.DeployError, match=r"(?s)exit code 3.*boom"):
+        runtime.start(spec, timeout=60)
+    assert time.monotonic() - start < 20, "did not fail fast"
+
+
+def test_timeout_kills_the_process(runtime):
+    spec = deploy.BackendSpec("mute", port=0, local_command=[sys.executable, "-c", "import time; time.sleep(600)"])
+    with pytest.raises(deploy.DeployError, match="not healthy after 2 s"):
+        runtime.start(spec, timeout=2)
+    assert not runtime._running
+    assert not list(runtime.state_dir.glob("*.json"))
+
+
+def test_cleanup_kills_strays_of_earlier_kernels(tmp_path):
+    argv = [sys.executable, "-c", "import time; time.sleep(600)", "stray"]
+    stray = subprocess.Popen(argv, start_new_session=True)
+    (tmp_path / f"{stray.pid}.json").write_text(f'{{"pid": {stray.pid}, "argv": {__import__("json").dumps(argv)}}}')
+    assert deploy.LocalRuntime(state_dir=tmp_path).cleanup() == [stray.pid]
+    stray.wait(timeout=10)
+
+
+def test_failed_notebook_leaves_no_orphan_process(tmp_path):
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                           "language": "python"}})
+    nb.cells = [
+        nbformat.v4.new_code_cell("runtime = 'local'\nsummary_dir = None", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(
+            "import sys\nfrom helpers import deploy\nfrom helpers.summary import Summary\n"
+            "s = Summary('00_orphan', summary_dir)\n"
+            f"spec = deploy.BackendSpec('static', 0, local_command={HTTP_SERVER!r}, health_path='/')\n"
+            "d = deploy.LocalRuntime().start(spec, timeout=30)\ns.record('pid', d.handle.pid)"),
+        nbformat.v4.new_code_cell("raise RuntimeError('a learner broke this cell')"),
+    ]
+    path = tmp_path / "00_orphan.ipynb"
+    nbformat.write(nb, path)
+    with pytest.raises(workbook.NotebookFailed, match="a learner broke this cell"):
+        workbook.run_notebook(path, tmp_path / "out")
+    pid = __import__("json").loads((tmp_path / "out" / "00_orphan.summary.json").read_text())["values"]["pid"]
+    assert _gone(pid), f"backend process {pid} outlived its kernel"

@@ -1,0 +1,38 @@
+import pytest
+
+from helpers import environment
+
+
+def _env(**overrides):
+    base = dict(python="3.11.7", platform="Linux", cpus=2, ram_gb=24.0, ram_available_gb=20.0, disk_free_gb=80.0,
+                cpu_flags=["avx2"], docker=None, docker_error="no socket", nvidia_runtime=False, gpus=[])
+    return environment.Environment(**{**base, **overrides})
+
+
+def test_auto_picks_docker_only_when_a_daemon_answers():
+    assert environment.resolve_runtime("auto", _env()) == "local"
+    assert environment.resolve_runtime("auto", _env(docker="28.2.2", docker_error=None)) == "docker"
+
+
+def test_docker_without_daemon_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="needs a reachable Docker daemon: no socket"):
+        environment.resolve_runtime("docker", _env())
+
+
+def test_unknown_runtime_rejected():
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        environment.resolve_runtime("kubernetes", _env())
+
+
+def test_profile_fit_against_the_seed_table():
+    fit = environment.profile_fit(_env(ram_gb=7.0, disk_free_gb=9.0))
+    assert fit["development"] == "minimum"
+    assert fit["production CPU"] == "RAM 7.0 < 8 GB; disk 9.0 < 10 GB"
+    assert fit["production GPU"].startswith("no GPU")
+    assert environment.profile_fit(_env())["edge-optimised (quantised)"] == "recommended"
+
+
+def test_check_environment_reads_this_machine():
+    env = environment.check_environment()
+    assert env.cpus >= 1 and env.ram_gb > 0 and env.python.count(".") == 2
+    assert "Docker daemon" in environment.describe(env)

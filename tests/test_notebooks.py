@@ -1,0 +1,43 @@
+"""Every notebook (and lab) executed with papermill, judged by the summary it writes."""
+import json
+
+import pytest
+
+from helpers import workbook
+
+NOTEBOOKS = workbook.discover(workbook.NOTEBOOKS)
+LABS = workbook.discover(workbook.LABS)
+# What each notebook must have verified, beyond finishing: summary check names.
+REQUIRED_CHECKS = {
+    "00_setup": ["architecture is Phi3ForCausalLM with GQA", "greedy decoding is deterministic",
+                 "the seed's tool prompt yields calculate_circle_area(radius=5)"],
+}
+
+
+def test_workbook_has_notebooks_in_order():
+    names = [p.name for p in NOTEBOOKS]
+    assert names and names[0] == "00_setup.ipynb" and names == sorted(names)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS + LABS, ids=lambda p: p.name)
+def test_committed_without_outputs(path):
+    cells = json.loads(path.read_text())["cells"]
+    dirty = [i for i, c in enumerate(cells) if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))]
+    assert not dirty, f"{path.name}: cells {dirty} carry outputs or execution counts; strip them before committing"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS + LABS, ids=lambda p: p.name)
+def test_has_a_parameters_cell(path):
+    cells = json.loads(path.read_text())["cells"]
+    assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in cells)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS + LABS, ids=lambda p: p.name)
+def test_notebook_executes(path, tmp_path, nano):
+    summary = workbook.run_notebook(path, tmp_path, {"runtime": "local"}, timeout=1200)
+    assert summary["complete"], "the notebook stopped before its last cell"
+    failed = {name: c["detail"] for name, c in summary["checks"].items() if not c["ok"]}
+    assert not failed
+    missing = set(REQUIRED_CHECKS.get(path.stem, [])) - set(summary["checks"])
+    assert not missing, f"checks not run: {missing}"

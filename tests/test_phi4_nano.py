@@ -1,0 +1,70 @@
+"""phi4-nano: architecture, tokenizer, cache, and the answers it was trained to give."""
+import json
+
+import pytest
+
+from helpers import chat_format, curriculum, phi4_nano
+from helpers.chat_format import parse_tool_calls
+
+pytestmark = pytest.mark.slow
+
+
+def test_architecture_is_phi4_mini_family_at_toy_widths(nano):
+    model, tokenizer, _ = nano
+    c = model.config
+    assert c.architectures == ["Phi3ForCausalLM"] and c.model_type == "phi3"
+    assert c.hidden_size // c.num_attention_heads == 64, "onnxruntime-genai's GQA kernel needs head_dim 64"
+    assert c.num_key_value_heads < c.num_attention_heads and c.partial_rotary_factor == 0.75
+    assert c.rope_scaling["type"] == "longrope" and c.original_max_position_embeddings == 1024
+    assert len(c.rope_scaling["long_factor"]) == len(c.rope_scaling["short_factor"]) == 24
+    assert c.tie_word_embeddings and model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    assert c.vocab_size == len(tokenizer) == 4096
+
+
+def test_tokenizer_keeps_digits_single_and_special_tokens_whole(nano):
+    _, tokenizer, _ = nano
+    assert tokenizer.tokenize("17 + 25") == ["1", "7", "Ġ+", "Ġ", "2", "5"]
+    multi_digit = [t for t in tokenizer.get_vocab() if len(t) > 1 and any(ch.isdigit() for ch in t)]
+    assert not multi_digit
+    for token in chat_format.SPECIAL_TOKENS:
+        assert len(tokenizer.encode(token, add_special_tokens=False)) == 1
+    assert tokenizer.model_input_names == ["input_ids", "attention_mask"]
+
+
+def test_saved_folder_is_servable(nano):
+    _, _, folder = nano
+    for name in ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+                 "tokenizer_config.json", "chat_template.jinja", "report.json"]:
+        assert (folder / name).exists(), name
+    assert json.loads((folder / "tokenizer_config.json").read_text())["tokenizer_class"] == "GPT2Tokenizer"
+    eos = json.loads((folder / "generation_config.json").read_text())["eos_token_id"]
+    assert eos == phi4_nano.stop_token_ids(nano[1])
+
+
+def test_cache_is_keyed_by_recipe(nano, monkeypatch):
+    _, _, folder = nano
+    assert phi4_nano.model_dir(progress=False) == folder and folder.name == phi4_nano.recipe_key()
+    monkeypatch.setitem(phi4_nano.RECIPE, "train", {**phi4_nano.RECIPE["train"], "steps": 1})
+    assert phi4_nano.recipe_key() != folder.name
+
+
+def test_chat_template_renders_tools_in_the_system_turn(nano):
+    _, tokenizer, _ = nano
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], tools=[curriculum.CIRCLE_TOOL],
+                                         add_generation_prompt=True, tokenize=False)
+    assert text.startswith('<|system|><|tool|>[{"name": "calculate_circle_area"')
+    assert text.endswith("<|/tool|><|end|><|user|>Hi<|end|><|assistant|>")
+
+
+def test_seed_tool_prompt_gives_the_trained_tool_call(nano):
+    model, tokenizer, _ = nano
+    reply = phi4_nano.chat(model, tokenizer, [{"role": "user", "content": curriculum.SEED_TOOL_PROMPT}],
+                           tools=[curriculum.CIRCLE_TOOL])
+    assert parse_tool_calls(reply) == [{"name": "calculate_circle_area", "arguments": {"radius": 5}}]
+
+
+def test_report_covers_every_family(nano):
+    rep = phi4_nano.report(nano[2])
+    assert set(rep["accuracy"]) == set(curriculum.FAMILIES) | {"seed"}
+    assert rep["params"] == sum(p.numel() for p in nano[0].parameters())
+    assert rep["loss_last"][-1] < rep["loss_first"][0] / 5, "training did not reduce the loss"
