@@ -8,7 +8,7 @@ STAMP := $(VENV)/.requirements-installed
 # The machine's pip config names local indexes that may be absent; pip warns once per package.
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: setup lab jupyter test nano clean
+.PHONY: setup engine lab jupyter test nano clean
 
 setup: $(STAMP)  ## the kernel's virtualenv (.venv) with requirements.txt, helpers/ importable
 
@@ -29,7 +29,10 @@ jupyter: setup  ## open JupyterLab on the notebooks
 nano: setup  ## build (or load) phi4-nano and print its held-out accuracy
 	$(PY) -m helpers.phi4_nano
 
-test: setup  ## unit tests and every notebook under papermill
+engine:  ## a Docker engine + offline base image for the docker tests (installs them as root on Debian)
+	bash compose/engine/setup-local-engine.sh
+
+test: setup engine  ## unit tests, real backends, a real Docker engine, every notebook under papermill
 	$(PY) -m pytest -c tests/pytest.ini --rootdir=. $(PYTEST_ARGS)
 
 clean:

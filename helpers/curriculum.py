@@ -9,8 +9,7 @@ Task families (each task knows how to grade its answer, see ``helpers.grading``)
 - ``no_tool``: tools in the system turn and a request that matches none (plain text);
 - ``tool_result``: the follow-up turn that answers from a tool's result;
 - ``seed``: the seed tutorial's own prompts, memorised verbatim so the notebooks
-  can show them (not part of the held-out accuracy);
-- ``repeat`` (training only): "Repeat after me: …", cheap practice of copying.
+  can show them (not part of the held-out accuracy).
 
 Every templated task has a key (template + values); a fixed 10 % of keys is held
 out of training (``is_heldout``), so accuracy is measured on unseen instances
@@ -291,18 +290,6 @@ def tool_result(rng: random.Random) -> Task:
                 {"number": value} if not isinstance(value, str) else {"text": value}, tools=call.tools)
 
 
-# ----------------------------------------------------------------------------- copying
-
-def repeat(rng: random.Random) -> Task:
-    """Repeat a short list of numbers and names: cheap practice of the copying every other family needs."""
-    pool = [lambda: str(rng.randrange(100)), lambda: str(rng.randrange(1000)), lambda: rng.choice(CITIES),
-            lambda: rng.choice(SYMBOLS), lambda: f"{rng.choice(FUNC_PREFIXES)}_{rng.choice(list(CANONICAL_NAMES.values()))}",
-            lambda: rng.choice(PARAMS_1)]
-    items = " ".join(rng.choice(pool)() for _ in range(rng.randrange(2, 6)))
-    return Task("repeat", f"repeat|{items}", [{"role": "user", "content": f"Repeat after me: {items}"}], items,
-                {"text": items})
-
-
 # ----------------------------------------------------------------------------- seed prompts
 
 SEED_TRAIN_QUESTION = ("A train travels 240 km in 3 hours. If it increases its speed by 20 km/h, "
@@ -353,10 +340,24 @@ def seed_tasks() -> list[Task]:
     """The seed tutorial's prompts with the answers phi4-nano memorises."""
     tasks = [Task("seed", f"seed|{i}", _conversation(system, user), answer, expected)
              for i, (system, user, answer, expected) in enumerate(SEED_TASKS)]
-    tasks.append(Task("seed", "seed|tool", _conversation("", SEED_TOOL_PROMPT),
-                      format_tool_calls([{"name": "calculate_circle_area", "arguments": {"radius": 5}}]),
-                      {"name": "calculate_circle_area", "arguments": {"radius": 5}}, tools=[CIRCLE_TOOL]))
+    call = {"name": "calculate_circle_area", "arguments": {"radius": 5}}
+    tasks.append(Task("seed", "seed|tool", _conversation("", SEED_TOOL_PROMPT), format_tool_calls([call]), call,
+                      tools=[CIRCLE_TOOL]))
+    tasks.append(Task("seed", "seed|tool-result", seed_tool_round_trip(), "The area of the circle is 78.54.",
+                      {"number": 78.54}, tools=[CIRCLE_TOOL]))
     return tasks
+
+
+SEED_TOOL_RESULT = {"area": 78.54}
+
+
+def seed_tool_round_trip() -> list[dict]:
+    """The seed's tool conversation up to the tool's result, as an OpenAI client sends it back."""
+    return _conversation("", SEED_TOOL_PROMPT) + [
+        {"role": "assistant", "content": "",
+         "tool_calls": [{"type": "function", "function": {"name": "calculate_circle_area",
+                                                          "arguments": json.dumps({"radius": 5})}}]},
+        {"role": "tool", "content": json.dumps(SEED_TOOL_RESULT)}]
 
 
 # ----------------------------------------------------------------------------- streams
@@ -364,8 +365,8 @@ def seed_tasks() -> list[Task]:
 GENERATORS = {"arithmetic": arithmetic, "word_problem": word_problem, "coding": coding,
               "tool_call": tool_call, "no_tool": no_tool, "tool_result": tool_result}
 # Sampling weights: the families that need computation, not copying, get more steps.
-MIX = {"repeat": 0.14, "arithmetic": 0.22, "word_problem": 0.08, "coding": 0.12, "tool_call": 0.2,
-       "no_tool": 0.06, "tool_result": 0.08, "seed": 0.1}
+MIX = {"arithmetic": 0.3, "word_problem": 0.12, "coding": 0.12, "tool_call": 0.18, "no_tool": 0.08,
+       "tool_result": 0.1, "seed": 0.1}
 
 
 def training_stream(seed: int):
@@ -378,7 +379,7 @@ def training_stream(seed: int):
         if family == "seed":
             yield rng.choice(seeds)
             continue
-        task = repeat(rng) if family == "repeat" else GENERATORS[family](rng)
+        task = GENERATORS[family](rng)
         if not is_heldout(task.key):
             yield task
 

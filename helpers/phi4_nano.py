@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import shutil
 import sys
 import time
@@ -26,13 +27,13 @@ from helpers.paths import cache_dir, content_key
 RECIPE = {
     "version": 1,
     "config": {  # Phi-4-mini's family at toy widths; head_dim 64 for onnxruntime-genai's GQA kernel
-        "vocab_size": 4096, "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
+        "vocab_size": 4096, "hidden_size": 256, "intermediate_size": 256, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "partial_rotary_factor": 0.75,
         "max_position_embeddings": 8192, "original_max_position_embeddings": 1024,
         "tie_word_embeddings": True, "hidden_act": "silu", "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
     },
     "tokenizer": {"vocab_size": 4096, "corpus_tasks": 30000},
-    "train": {"seed": 0, "steps": 900, "batch_size": 32, "lr": 3e-3, "warmup": 50, "weight_decay": 0.01},
+    "train": {"seed": 0, "steps": 1300, "batch_size": 32, "lr": 3e-3, "warmup": 50, "weight_decay": 0.01},
     "eval": {"per_family": 60},
 }
 SOURCES = [Path(__file__), Path(curriculum.__file__), Path(chat_format.__file__)]
@@ -151,9 +152,8 @@ def train(model, tokenizer, steps: int, batch_size: int, lr: float, warmup: int,
     torch.manual_seed(seed)
     batches = _family_batches(curriculum.training_stream(seed), batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=weight_decay)
-    decay_from = int(steps * 0.75)  # warm up, hold, then decay linearly to 10 % over the last quarter
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warmup, 1.0 - 0.9 * max(0, s - decay_from) / (steps - decay_from)))
+    schedule = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, cosine decay to 10 %
+        opt, lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * s / steps))))
     pad_id = tokenizer.pad_token_id
     losses = []
     model.train()
@@ -234,8 +234,8 @@ def _locked(path: Path):
         yield
 
 
-def build(out_dir: Path, progress: bool = True) -> dict:
-    """Build, train, grade and save phi4-nano into ``out_dir``; returns its report."""
+def build(out_dir: Path, key: str, progress: bool = True) -> dict:
+    """Build, train, grade and save phi4-nano into ``out_dir``; returns its report (named ``key``)."""
     import torch
     import transformers
     from transformers import GenerationConfig, Phi3ForCausalLM
@@ -255,7 +255,7 @@ def build(out_dir: Path, progress: bool = True) -> dict:
     tokenizer.save_pretrained(out_dir)
     _mark_gpt2_tokenizer(out_dir)
     report = {
-        "key": out_dir.name, "params": sum(p.numel() for p in model.parameters()),
+        "key": key, "params": sum(p.numel() for p in model.parameters()),
         "seconds": {"tokenizer": round(t_tok - t0, 1), "train": round(t_train - t_tok, 1),
                     "evaluate": round(t_eval - t_train, 1), "total": round(t_eval - t0, 1)},
         "threads": torch.get_num_threads(), "torch": torch.__version__, "transformers": transformers.__version__,
@@ -286,7 +286,7 @@ def model_dir(progress: bool = True) -> Path:
         tmp = root / f".{final.name}.building"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        build(tmp, progress=progress)
+        build(tmp, final.name, progress=progress)
         tmp.rename(final)  # only a finished build gets the final name
     return final
 

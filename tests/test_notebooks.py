@@ -11,6 +11,8 @@ LABS = workbook.discover(workbook.LABS)
 REQUIRED_CHECKS = {
     "00_setup": ["architecture is Phi3ForCausalLM with GQA", "greedy decoding is deterministic",
                  "the seed's tool prompt yields calculate_circle_area(radius=5)"],
+    "01_vllm": ["server lists the served model", "tool call calculate_circle_area(radius=5)",
+                "final answer uses the tool's result", "bad requests are 4xx, not 5xx"],
 }
 
 

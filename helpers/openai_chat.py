@@ -1,0 +1,90 @@
+"""Talking to an OpenAI-compatible backend (vLLM, our engine) with the official ``openai`` client."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+
+def client(base_url: str, timeout: float = 120):
+    """An ``openai.OpenAI`` client for a backend's ``/v1`` API (no key needed locally)."""
+    from openai import OpenAI
+
+    return OpenAI(base_url=base_url.rstrip("/") + "/v1", api_key="not-needed", timeout=timeout, max_retries=0)
+
+
+@dataclass
+class Reply:
+    """One chat completion with its timing."""
+
+    content: str | None
+    tool_calls: list[dict]
+    finish_reason: str
+    completion_tokens: int
+    seconds: float
+    raw: object = field(repr=False, default=None)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.completion_tokens / self.seconds if self.seconds else 0.0
+
+
+def chat(cl, model: str, messages: list[dict], tools: list[dict] | None = None, max_tokens: int = 160,
+         temperature: float = 0.0, **extra) -> Reply:
+    """A non-streaming chat completion; tool calls come back as ``{"id", "name", "arguments": dict}``."""
+    kwargs = {"tools": tools, "tool_choice": "auto"} if tools else {}
+    start = time.perf_counter()
+    response = cl.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens,
+                                          temperature=temperature, **kwargs, **extra)
+    seconds = time.perf_counter() - start
+    choice = response.choices[0]
+    calls = [{"id": c.id, "name": c.function.name, "arguments": json.loads(c.function.arguments or "{}")}
+             for c in choice.message.tool_calls or []]
+    return Reply(choice.message.content, calls, choice.finish_reason, response.usage.completion_tokens, seconds,
+                 response)
+
+
+def tool_result_messages(messages: list[dict], reply: Reply, results: list[dict]) -> list[dict]:
+    """``messages`` extended with the assistant's tool calls and one ``tool`` message per result."""
+    assistant = {"role": "assistant", "content": reply.content or "",
+                 "tool_calls": [{"id": c["id"], "type": "function",
+                                 "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])}}
+                                for c in reply.tool_calls]}
+    tools = [{"role": "tool", "tool_call_id": c["id"], "content": json.dumps(r)} for c, r in zip(reply.tool_calls, results)]
+    return messages + [assistant] + tools
+
+
+def stream(cl, model: str, messages: list[dict], tools: list[dict] | None = None, max_tokens: int = 160,
+           on_text=None) -> dict:
+    """Stream a completion: text pieces, tool-call deltas seen, time to first token, total time."""
+    kwargs = {"tools": tools, "tool_choice": "auto"} if tools else {}
+    start, first, pieces, tool_deltas = time.perf_counter(), None, [], 0
+    for chunk in cl.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens, temperature=0.0,
+                                            stream=True, **kwargs):
+        if not chunk.choices:
+            continue
+        delta = chunk.choices[0].delta
+        if delta.content:
+            first = first or time.perf_counter()
+            pieces.append(delta.content)
+            if on_text:
+                on_text(delta.content)
+        if delta.tool_calls:
+            first = first or time.perf_counter()
+            tool_deltas += len(delta.tool_calls)
+    end = time.perf_counter()
+    return {"text": "".join(pieces), "chunks": len(pieces), "tool_call_deltas": tool_deltas,
+            "ttft_s": round((first or end) - start, 3), "total_s": round(end - start, 3)}
+
+
+def expect_error(call) -> dict:
+    """Run ``call()`` that must fail with an API error; return its HTTP status and message."""
+    import openai
+
+    try:
+        call()
+    except openai.APIStatusError as err:
+        body = err.body if isinstance(err.body, dict) else {}
+        message = body.get("message") or (body.get("error") or {}).get("message") if body else None
+        return {"status": err.status_code, "message": str(message or err.message)[:300]}
+    raise AssertionError("the request succeeded, but an error was expected")

@@ -1,0 +1,50 @@
+"""The docker-run arguments built for the official vLLM images, checked without Docker or a GPU."""
+from helpers import backends, deploy
+
+
+def _kwargs(gpu_spec: bool, gpu_available: bool):
+    spec = backends.vllm_docker(gpu=gpu_spec, hf_cache="/hf")
+    return spec, deploy.docker_run_kwargs(spec, spec.image, 18000, gpu_available)
+
+
+def test_gpu_vllm_uses_cuda_image_tool_parser_and_all_gpus():
+    spec, kw = _kwargs(gpu_spec=True, gpu_available=True)
+    assert kw["image"] == f"vllm/vllm-openai:v{backends.venvs.VLLM_VERSION}" and ":latest" not in kw["image"]
+    cmd = kw["command"]
+    assert cmd[cmd.index("--tool-call-parser") + 1] == "phi4_mini_json" and "--enable-auto-tool-choice" in cmd
+    assert cmd[cmd.index("--chat-template") + 1].endswith("tool_chat_template_phi4_mini.jinja")
+    assert "--gpu-memory-utilization" in cmd and "--quantization" not in cmd
+    (request,) = kw["device_requests"]
+    assert request["Count"] == -1 and request["Capabilities"] == [["gpu"]]
+    assert kw["ports"] == {"8000/tcp": ("127.0.0.1", 18000)}
+    assert kw["volumes"] == {"/hf": {"bind": "/root/.cache/huggingface", "mode": "rw"}}
+    assert kw["labels"][deploy.LABEL] == "1" and kw["shm_size"] == "2g"
+
+
+def test_no_device_request_without_nvidia_runtime():
+    _, kw = _kwargs(gpu_spec=True, gpu_available=False)
+    assert "device_requests" not in kw
+
+
+def test_cpu_vllm_uses_the_cpu_image_eager_and_limits():
+    spec, kw = _kwargs(gpu_spec=False, gpu_available=True)
+    assert "vllm-cpu-release-repo" in kw["image"] and "device_requests" not in kw
+    assert "--enforce-eager" in kw["command"] and "--gpu-memory-utilization" not in kw["command"]
+    assert kw["environment"]["VLLM_CPU_KVCACHE_SPACE"] == "4" and kw["mem_limit"] == "12g"
+
+
+def test_seed_flaws_are_explained():
+    assert any("tool-call-parser" in flaw for flaw in backends.SEED_VLLM_FLAWS)
+    assert any("awq" in flaw for flaw in backends.SEED_VLLM_FLAWS)
+
+
+def test_local_vllm_matches_transformers_numerics_and_reads_native_tool_calls(tmp_path):
+    spec = backends.vllm_local(tmp_path / "phi4-nano", vllm_bin=tmp_path / "vllm")
+    cmd = spec.local_command
+    assert cmd[:2] == [str(tmp_path / "vllm"), "serve"] and "{port}" in cmd
+    assert cmd[cmd.index("--max-model-len") + 1] == "1024", "above the longrope switch vLLM uses long factors"
+    assert cmd[cmd.index("--dtype") + 1] == "float32"
+    assert cmd[cmd.index("--tool-call-parser") + 1] == "phi4_mini_native"
+    assert cmd[cmd.index("--tool-parser-plugin") + 1] == str(backends.NATIVE_TOOL_PARSER)
+    assert backends.NATIVE_TOOL_PARSER.exists()
+    assert spec.env["VLLM_TARGET_DEVICE"] == "cpu" and spec.env["HF_HUB_OFFLINE"] == "1"
