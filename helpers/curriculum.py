@@ -365,8 +365,8 @@ def seed_tool_round_trip() -> list[dict]:
 GENERATORS = {"arithmetic": arithmetic, "word_problem": word_problem, "coding": coding,
               "tool_call": tool_call, "no_tool": no_tool, "tool_result": tool_result}
 # Sampling weights: the families that need computation, not copying, get more steps.
-MIX = {"arithmetic": 0.3, "word_problem": 0.12, "coding": 0.12, "tool_call": 0.18, "no_tool": 0.08,
-       "tool_result": 0.1, "seed": 0.1}
+MIX = {"arithmetic": 0.25, "word_problem": 0.12, "coding": 0.12, "tool_call": 0.18, "no_tool": 0.08,
+       "tool_result": 0.1, "seed": 0.15}
 
 
 def training_stream(seed: int):

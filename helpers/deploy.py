@@ -68,6 +68,7 @@ class Deployment:
     base_url: str
     runtime: "DockerRuntime | LocalRuntime"
     handle: object  # a docker Container or a subprocess.Popen
+    log_path: Path | None = None  # where a local process writes its output
 
     def logs(self, tail: int = 50) -> str:
         return self.runtime.logs(self, tail)
@@ -233,14 +234,18 @@ _EXEC_WITH_PDEATHSIG = ("import ctypes, os, signal, sys; ctypes.CDLL(None).prctl
                         "os.execvp(sys.argv[1], sys.argv[1:])")
 
 
-def _kill_group(pid: int, grace: float = 10.0) -> None:
-    """SIGTERM the process group of ``pid``, then SIGKILL what is left after ``grace`` s."""
+def _kill_group(pid: int, grace: float = 10.0, reap=lambda: None) -> None:
+    """SIGTERM the process group of ``pid``, then SIGKILL what is left after ``grace`` s.
+
+    ``reap`` collects the leader's exit status when it is our child (else it lingers as a zombie).
+    """
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
+        reap()
         try:
             os.killpg(pid, 0)
         except ProcessLookupError:
@@ -277,8 +282,7 @@ class LocalRuntime:
                                     env={**os.environ, **spec.env}, start_new_session=True)
         (self.state_dir / f"{proc.pid}.json").write_text(json.dumps({"pid": proc.pid, "argv": argv,
                                                                      "backend": spec.name}))
-        deployment = Deployment(spec, f"http://127.0.0.1:{port}", self, proc)
-        deployment.log_path = log_path
+        deployment = Deployment(spec, f"http://127.0.0.1:{port}", self, proc, log_path)
         self._running[proc.pid] = deployment
         try:
             wait_for_health(deployment.base_url + spec.health_path,
@@ -290,12 +294,12 @@ class LocalRuntime:
         return deployment
 
     def logs(self, deployment: Deployment, tail: int = 50) -> str:
-        lines = Path(deployment.log_path).read_text(errors="replace").splitlines()
+        lines = deployment.log_path.read_text(errors="replace").splitlines()
         return "\n".join(lines[-tail:])
 
     def stop(self, deployment: Deployment) -> None:
         proc = deployment.handle
-        _kill_group(proc.pid)
+        _kill_group(proc.pid, reap=proc.poll)
         proc.wait()
         (self.state_dir / f"{proc.pid}.json").unlink(missing_ok=True)
         self._running.pop(proc.pid, None)

@@ -33,7 +33,7 @@ RECIPE = {
         "tie_word_embeddings": True, "hidden_act": "silu", "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
     },
     "tokenizer": {"vocab_size": 4096, "corpus_tasks": 30000},
-    "train": {"seed": 0, "steps": 1300, "batch_size": 32, "lr": 3e-3, "warmup": 50, "weight_decay": 0.01},
+    "train": {"seed": 0, "steps": 1250, "batch_size": 32, "lr": 3e-3, "warmup": 50, "weight_decay": 0.01},
     "eval": {"per_family": 60},
 }
 SOURCES = [Path(__file__), Path(curriculum.__file__), Path(chat_format.__file__)]
@@ -154,12 +154,11 @@ def train(model, tokenizer, steps: int, batch_size: int, lr: float, warmup: int,
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, cosine decay to 10 %
         opt, lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * s / steps))))
-    pad_id = tokenizer.pad_token_id
     losses = []
     model.train()
     bar = _tqdm(range(steps), desc="training phi4-nano", disable=not progress, mininterval=2)
     for _ in bar:
-        ids, mask, target = _batch(tokenizer, next(batches), pad_id)
+        ids, mask, target = _batch(tokenizer, next(batches), tokenizer.pad_token_id)
         hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
         logits = model.lm_head(hidden[target])
         labels = ids[:, 1:][target[:, :-1]]

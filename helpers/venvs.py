@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from helpers.paths import cache_dir, content_key
@@ -23,7 +23,7 @@ class VenvRecipe:
     steps: tuple[tuple[str, ...], ...]
     remove: tuple[str, ...] = ()
     check: str = "pass"  # Python run in the finished venv; must exit 0
-    fixups: tuple[str, ...] = field(default=())  # names of functions in this module run after install
+    fixups: tuple[str, ...] = ()  # keys of FIXUPS, run after install
 
     def key(self) -> str:
         return content_key({"name": self.name, "steps": self.steps, "remove": self.remove, "check": self.check,

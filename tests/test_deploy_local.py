@@ -62,6 +62,9 @@ def test_timeout_kills_the_process(runtime):
 def test_cleanup_kills_strays_of_earlier_kernels(tmp_path):
     argv = [sys.executable, "-c", "import time; time.sleep(600)", "stray"]
     stray = subprocess.Popen(argv, start_new_session=True)
+    deadline = time.monotonic() + 10
+    while not deploy._same_process(stray.pid, argv) and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the child has exec'd (before that it shows the parent's cmdline)
     (tmp_path / f"{stray.pid}.json").write_text(f'{{"pid": {stray.pid}, "argv": {__import__("json").dumps(argv)}}}')
     assert deploy.LocalRuntime(state_dir=tmp_path).cleanup() == [stray.pid]
     stray.wait(timeout=10)
