@@ -8,7 +8,8 @@ then graded on held-out tasks. The folder it returns is a normal Hugging Face
 model folder (config, generation config, safetensors, tokenizer, chat template)
 plus ``report.json`` with the training and accuracy figures.
 
-Run ``python -m helpers.phi4_nano`` to build (if needed) and print the report.
+Run ``python -m helpers.phi4_nano`` to build (if needed) and print the report;
+``helpers.nano_card`` presents it (kept apart: editing it does not change the cache key).
 """
 from __future__ import annotations
 
@@ -259,7 +260,7 @@ def build(out_dir: Path, key: str, progress: bool = True) -> dict:
                     "evaluate": round(t_eval - t_train, 1), "total": round(t_eval - t0, 1)},
         "threads": torch.get_num_threads(), "torch": torch.__version__, "transformers": transformers.__version__,
         "python": sys.version.split()[0], "loss_first": losses[:10], "loss_last": losses[-10:],
-        "loss_curve": losses[::10], "accuracy": accuracy,
+        "loss_curve": [round(sum(losses[i:i + 10]) / len(losses[i:i + 10]), 4) for i in range(0, len(losses), 10)], "accuracy": accuracy,
     }
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     return report
@@ -303,48 +304,6 @@ def report(folder: Path | None = None) -> dict:
     return json.loads(((folder or model_dir()) / "report.json").read_text())
 
 
-def model_card(model, tokenizer) -> str:
-    """Architecture, sizes and the chat template rendered for a sample conversation with a tool."""
-    c = model.config
-    sample = tokenizer.apply_chat_template(
-        [{"role": "system", "content": "You are a helpful assistant with some tools."},
-         {"role": "user", "content": curriculum.SEED_TOOL_PROMPT}],
-        tools=[curriculum.CIRCLE_TOOL], add_generation_prompt=True, tokenize=False)
-    rows = [("architecture", c.architectures[0]), ("parameters", f"{sum(p.numel() for p in model.parameters()):,}"),
-            ("layers", c.num_hidden_layers), ("hidden size", c.hidden_size),
-            ("attention heads / KV heads (GQA)", f"{c.num_attention_heads} / {c.num_key_value_heads}"),
-            ("head_dim", c.hidden_size // c.num_attention_heads),
-            ("partial rotary factor", c.partial_rotary_factor),
-            ("rope scaling", f"{c.rope_scaling['type']} (switch at {c.original_max_position_embeddings} tokens)"),
-            ("context", c.max_position_embeddings), ("tied embeddings", c.tie_word_embeddings),
-            ("vocab", f"{len(tokenizer)} (byte-level BPE, digits are single tokens)")]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows) + "\n\nchat template, rendered:\n" + sample
-
-
-def plot_report(rep: dict):
-    """Training loss and held-out accuracy per family, side by side."""
-    import matplotlib.pyplot as plt
-
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 3.5))
-    loss_ax.plot([i * 10 for i in range(len(rep["loss_curve"]))], rep["loss_curve"])
-    loss_ax.set(title="training loss (answer tokens)", xlabel="step", ylabel="cross-entropy", yscale="log")
-    families = list(rep["accuracy"])
-    acc_ax.barh(families, [rep["accuracy"][f]["accuracy"] for f in families], color="tab:green")
-    acc_ax.set(title="held-out accuracy", xlim=(0, 1))
-    fig.tight_layout()
-    return fig
-
-
-def format_report(rep: dict) -> str:
-    """A short text table of a report's accuracy and timing."""
-    lines = [f"phi4-nano {rep['key']}: {rep['params']:,} params, built in {rep['seconds']['total']} s "
-             f"(tokenizer {rep['seconds']['tokenizer']} s, training {rep['seconds']['train']} s, "
-             f"grading {rep['seconds']['evaluate']} s) on {rep['threads']} threads",
-             f"{'family':<14}{'n':>5}{'accuracy':>10}"]
-    lines += [f"{family:<14}{r['n']:>5}{r['accuracy']:>10.1%}" for family, r in rep["accuracy"].items()]
-    return "\n".join(lines)
-
-
 if __name__ == "__main__":
+    from helpers.nano_card import format_report
     print(format_report(report(model_dir())))
