@@ -76,3 +76,13 @@ def vllm_local(model_dir: Path, max_model_len: int = 1024, vllm_bin: Path | None
         local_command=[str(vllm_bin), "serve", *args, "--tool-parser-plugin", str(NATIVE_TOOL_PARSER)],
         env={"VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1",
              "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"})
+
+
+def vllm_for(runtime: str, gpu: bool) -> tuple[BackendSpec, str]:
+    """vLLM's spec for ``runtime`` and the model it serves: Phi-4-mini in Docker, phi4-nano locally."""
+    if runtime == "docker":
+        return vllm_docker(gpu=gpu), PHI4_MINI
+    from helpers import phi4_nano
+
+    folder = phi4_nano.model_dir()
+    return vllm_local(folder), f"phi4-nano ({folder.name})"

@@ -48,3 +48,9 @@ def test_local_vllm_matches_transformers_numerics_and_reads_native_tool_calls(tm
     assert cmd[cmd.index("--tool-parser-plugin") + 1] == str(backends.NATIVE_TOOL_PARSER)
     assert backends.NATIVE_TOOL_PARSER.exists()
     assert spec.env["VLLM_TARGET_DEVICE"] == "cpu" and spec.env["HF_HUB_OFFLINE"] == "1"
+
+
+def test_docker_runtime_serves_phi4_mini_from_the_hub():
+    spec, model = backends.vllm_for("docker", gpu=False)
+    assert model == backends.PHI4_MINI and spec.image == backends.VLLM_CPU_IMAGE
+    assert spec.command[spec.command.index("--model") + 1] == backends.PHI4_MINI
