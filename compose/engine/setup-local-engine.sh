@@ -21,6 +21,11 @@ if ! docker info >/dev/null 2>&1; then
     echo "setup-local-engine: no Docker daemon and no way to install one (needs root + apt-get)"; exit 0
   fi
   command -v dockerd >/dev/null || { echo "installing docker.io from Debian…"; apt_install docker.io; }
+  # A dockerd killed with its session (SIGKILL) leaves pid files that block the next start.
+  for _ in $(seq 10); do pgrep -x dockerd >/dev/null || break; sleep 0.5; done
+  if ! pgrep -x dockerd >/dev/null; then
+    rm -f /var/run/docker.pid /var/run/docker/containerd/containerd.pid
+  fi
   echo "starting dockerd (log: $LOG)"
   nohup dockerd >"$LOG" 2>&1 &
   for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
