@@ -24,7 +24,7 @@ lab: setup  ## execute every notebook in order with papermill into runs/
 	$(PY) -m helpers.workbook
 
 jupyter: setup  ## open JupyterLab on the notebooks
-	$(VENV)/bin/jupyter lab --notebook-dir=$(CURDIR)
+	$(VENV)/bin/jupyter lab --notebook-dir=$(CURDIR) $(if $(filter 0,$(shell id -u)),--allow-root)
 
 nano: setup  ## build (or load) phi4-nano and print its held-out accuracy
 	$(PY) -m helpers.phi4_nano
