@@ -90,3 +90,58 @@ def vllm_for(runtime: str, gpu: bool) -> tuple[BackendSpec, str]:
 
     folder = phi4_nano.model_dir()
     return vllm_local(folder), f"phi4-nano ({folder.name})"
+
+
+# ----------------------------------------------------------------------------- the SLM Engine (ONNX Runtime GenAI)
+
+ENGINE_DIR = Path(__file__).resolve().parent.parent / "compose" / "onnx-engine"
+# The seed's engine and why it cannot work (shared/seed/KNOWN_FLAWS.md 7-12), and what ours does.
+SEED_ENGINE_FLAWS = {
+    "one InferenceSession.run with input_ids only, decoding outputs[0][0]":
+        "a KV-cache decoder needs attention_mask and past_key_values and returns logits, not tokens: "
+        "the engine runs onnxruntime-genai's generation loop (KV cache, greedy or sampled).",
+    "tokenizer downloaded from the Hub at request time":
+        "the converted folder ships tokenizer.json and chat_template.jinja; the image fetches nothing.",
+    "onnxruntime-gpu + optimum[onnxruntime] in python:3.11-slim":
+        "two conflicting ORT packages and no CUDA: the image installs one (CPU onnxruntime via onnxruntime-genai).",
+    "intra_op_num_threads as a CPU provider option": "a SessionOptions setting (genai_config.json session_options).",
+    "a custom /reasoning API without function calling":
+        "/v1/chat/completions is OpenAI-compatible with tool calls, so notebook 01's client code works unchanged; "
+        "/reasoning stays for the seed's examples.",
+}
+ENGINE_PORT = 8080
+# What each runtime serves: the exact fp32 build of phi4-nano locally (its answers are checked), the
+# int4 build of Phi-4-mini on a learner's machine (~2.5 GB instead of ~15 GB, fast on a CPU).
+ENGINE_VARIANT = {"local": "genai-fp32", "docker": "genai-int4"}
+
+
+def engine_args(model: str, port: int | str, host: str) -> list[str]:
+    return ["--model", model, "--served-model-name", SERVED_NAME, "--host", host, "--port", str(port)]
+
+
+def engine_local(variant_dir: Path) -> BackendSpec:
+    """The engine as a local process (the kernel's Python, which has its packages)."""
+    import sys
+
+    return BackendSpec(name="onnx-engine", port=0, api="openai", health_path="/health",
+                       local_command=[sys.executable, "-m", "helpers.slm_engine",
+                                      *engine_args(str(variant_dir), "{port}", "127.0.0.1")])
+
+
+def engine_docker(variant_dir: Path) -> BackendSpec:
+    """The engine image built from compose/onnx-engine, the model folder mounted read-only."""
+    repo = ENGINE_DIR.parent.parent
+    files = {"compose/onnx-engine/Dockerfile": ENGINE_DIR / "Dockerfile",
+             "compose/onnx-engine/requirements.txt": ENGINE_DIR / "requirements.txt",
+             "wheels": venvs.wheelhouse(ENGINE_DIR / "requirements.txt")}
+    files |= {f"helpers/{name}": repo / "helpers" / name for name in ("__init__.py", "chat_format.py", "slm_engine.py")}
+    return BackendSpec(
+        name="onnx-engine", port=ENGINE_PORT, build_files=files, dockerfile="compose/onnx-engine/Dockerfile",
+        command=["--model", f"/models/{variant_dir.name}", "--served-model-name", SERVED_NAME],  # host, port: ENTRYPOINT
+        volumes={str(variant_dir.parent): "/models:ro"}, mem_limit="4g", health_path="/health", api="openai")
+
+
+def engine_for(runtime: str, onnx_folder: Path) -> BackendSpec:
+    """The engine's spec for ``runtime``, serving that runtime's variant from ``onnx_folder``."""
+    variant_dir = onnx_folder / ENGINE_VARIANT[runtime]
+    return engine_docker(variant_dir) if runtime == "docker" else engine_local(variant_dir)

@@ -33,6 +33,9 @@ import requests
 from helpers.paths import cache_dir
 
 LABEL = "slm-deploy-lab"
+# The offline base image compose/engine/setup-local-engine.sh makes where no registry is reachable;
+# Dockerfiles that take ``ARG BASE`` build FROM it when it exists, FROM their public default otherwise.
+OFFLINE_BASE = "slm-deploy-lab/base:bookworm"
 
 
 class DeployError(RuntimeError):
@@ -47,10 +50,12 @@ class BackendSpec:
     port: int  # the port the server listens on (inside the container, or locally if free)
     image: str | None = None  # pulled by DockerRuntime
     build_context: Path | None = None  # or built from this folder (a Dockerfile under compose/)
+    dockerfile: str | None = None  # path of the Dockerfile inside the build context
+    build_files: dict[str, Path] | None = None  # or a context made of just these (name in context -> path)
     command: list[str] = field(default_factory=list)  # container command (args after the image's entrypoint)
     local_command: list[str] | None = None  # argv for LocalRuntime; "{port}" is replaced by the port
     env: dict[str, str] = field(default_factory=dict)
-    volumes: dict[str, str] = field(default_factory=dict)  # host path or named volume -> container path
+    volumes: dict[str, str] = field(default_factory=dict)  # host path or named volume -> container path[:ro]
     health_path: str = "/health"
     api: str = "openai"  # "openai" or "ollama": which client talks to it
     mem_limit: str | None = None
@@ -123,7 +128,8 @@ def docker_run_kwargs(spec: BackendSpec, image: str, host_port: int, gpu_availab
         "name": f"{LABEL}-{spec.name}-{host_port}",
         "ports": {f"{spec.port}/tcp": ("127.0.0.1", host_port)},
         "environment": dict(spec.env), "labels": {LABEL: "1", f"{LABEL}.backend": spec.name},
-        "volumes": {src: {"bind": dst, "mode": "rw"} for src, dst in spec.volumes.items()},
+        "volumes": {src: {"bind": dst.removesuffix(":ro"), "mode": "ro" if dst.endswith(":ro") else "rw"}
+                    for src, dst in spec.volumes.items()},
     }
     if spec.mem_limit:
         kwargs["mem_limit"] = spec.mem_limit
@@ -153,17 +159,8 @@ class DockerRuntime:
         import docker
         from tqdm.auto import tqdm
 
-        if spec.build_context:
-            tag = f"{LABEL}/{spec.name}:local"
-            bar = tqdm(desc=f"building {tag}", unit=" steps", disable=not progress)
-            for chunk in self.client.api.build(path=str(spec.build_context), tag=tag, decode=True, rm=True,
-                                               labels={LABEL: "1"}):
-                if "error" in chunk:
-                    raise DeployError(f"docker build of {spec.build_context} failed: {chunk['error']}")
-                if chunk.get("stream", "").startswith("Step "):
-                    bar.update(1)
-            bar.close()
-            return tag
+        if spec.build_context or spec.build_files:
+            return self._build(spec, progress)
         try:
             self.client.images.get(spec.image)
             return spec.image
@@ -200,6 +197,35 @@ class DockerRuntime:
             raise
         return deployment
 
+    def _build(self, spec: BackendSpec, progress: bool) -> str:
+        """Build ``spec``'s image (tagged ``slm-deploy-lab/<name>:local``) with a progress bar."""
+        import tempfile
+
+        import docker
+        from tqdm.auto import tqdm
+
+        tag = f"{LABEL}/{spec.name}:local"
+        kwargs = {"tag": tag, "decode": True, "rm": True, "labels": {LABEL: "1"}, "dockerfile": spec.dockerfile}
+        try:
+            self.client.images.get(OFFLINE_BASE)
+            kwargs["buildargs"] = {"BASE": OFFLINE_BASE}
+        except docker.errors.ImageNotFound:
+            pass
+        with tempfile.TemporaryFile() as context:
+            if spec.build_files:
+                _tar_context(spec.build_files, context)
+                kwargs.update(fileobj=context, custom_context=True)
+            else:
+                kwargs["path"] = str(spec.build_context)
+            bar = tqdm(desc=f"building {tag}", unit=" steps", disable=not progress)
+            for chunk in self.client.api.build(**kwargs):
+                if "error" in chunk:
+                    raise DeployError(f"docker build of {tag} failed: {chunk['error']}")
+                if chunk.get("stream", "").startswith("Step "):
+                    bar.update(1)
+            bar.close()
+        return tag
+
     @staticmethod
     def _alive(container) -> tuple[bool, str]:
         container.reload()
@@ -223,6 +249,16 @@ class DockerRuntime:
             container.remove(force=True)
             removed.append(container.name)
         return removed
+
+
+def _tar_context(files: dict[str, Path], out) -> None:
+    """A build context holding only ``files`` (name in the context -> file or folder)."""
+    import tarfile
+
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, path in files.items():
+            tar.add(str(path), arcname=name)
+    out.seek(0)
 
 
 # ----------------------------------------------------------------------------- local processes

@@ -1,9 +1,12 @@
 """Where the lab keeps things: the repo, its runs/ folder and the content-keyed cache."""
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -23,3 +26,31 @@ def content_key(recipe: dict, files: list[Path] = ()) -> str:
     for path in files:
         digest.update(Path(path).read_bytes())
     return digest.hexdigest()[:16]
+
+
+@contextmanager
+def locked(path: Path):
+    """An exclusive lock on ``path`` (a lock file) for the duration of the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def build_once(final: Path, build, done: str) -> Path:
+    """``final``, made by ``build(tmp_folder)`` unless it already holds ``done``.
+
+    Concurrent callers wait on a lock; only a finished build gets the final name,
+    so an interrupted one leaves nothing that looks complete.
+    """
+    if (final / done).exists():
+        return final
+    with locked(final.parent / ".lock"):
+        if (final / done).exists():
+            return final
+        tmp = final.parent / f".{final.name}.building"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        build(tmp)
+        tmp.rename(final)
+    return final

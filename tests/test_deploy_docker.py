@@ -59,3 +59,21 @@ def test_cleanup_removes_strays(runtime):
     image = runtime.ensure_image(_spec(), progress=False)
     runtime.client.containers.run(image, detach=True, labels={deploy.LABEL: "1"})
     assert len(runtime.cleanup()) == 1 and not _labelled(runtime)
+
+
+@pytest.mark.slow
+def test_engine_image_serves_phi4_nano(runtime, onnx_folder):
+    from helpers import backends, curriculum, openai_chat
+
+    spec = backends.engine_docker(onnx_folder / "genai-fp32")
+    with runtime.start(spec, timeout=120, progress=False) as d:
+        health = requests.get(d.base_url + "/health", timeout=5).json()
+        assert health["ready"] and health["variant"] == "genai-fp32"
+        client = openai_chat.client(d.base_url)
+        reply = openai_chat.chat(client, backends.SERVED_NAME, [{"role": "user", "content": curriculum.SEED_TOOL_PROMPT}],
+                                 tools=[curriculum.CIRCLE_TOOL])
+        assert [(c["name"], c["arguments"]) for c in reply.tool_calls] == [("calculate_circle_area", {"radius": 5})]
+        d.handle.reload()
+        assert d.handle.attrs["Config"]["User"] == "engine"
+        assert d.handle.attrs["HostConfig"]["Binds"][0].endswith(":/models:ro")
+    assert not _labelled(runtime)

@@ -1,0 +1,561 @@
+"""The SLM Engine: an OpenAI-compatible server on onnxruntime-genai.
+
+Run: ``python -m helpers.slm_engine --model FOLDER --port 8080`` where FOLDER is an
+onnxruntime-genai build (``genai_config.json``, ``model.onnx``) that ships its
+``tokenizer.json`` and ``chat_template.jinja`` (nothing is fetched at run time).
+
+- ``POST /v1/chat/completions``: chat with sampling (temperature, top_p, top_k, seed,
+  max_tokens, stop), SSE streaming with ``usage``, and function calling: tools go into
+  Phi-4-mini's system turn, ``<|tool_call|>[...]<|/tool_call|>`` comes back as OpenAI
+  ``tool_calls`` (streamed too), ``tool`` messages feed results back;
+- ``GET /v1/models``, ``GET /health`` (model, variant, provider, readiness),
+  ``GET /metrics`` (Prometheus text), and the seed's ``POST /reasoning``;
+- requests run on a small pool of generator threads behind a bounded queue; a full
+  queue answers 429, a bad request 4xx JSON in OpenAI's error shape — never a 500.
+
+The container image (compose/onnx-engine/Dockerfile) holds only this module,
+``helpers/chat_format.py`` and their wheels: onnxruntime-genai (with CPU onnxruntime),
+tokenizers, jinja2, fastapi, uvicorn.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from helpers.chat_format import TOOL_CALL, TOOL_CALL_END, parse_tool_calls
+
+# The seed's /reasoning task types, as system prompts (those phi4-nano was trained with).
+TASK_SYSTEMS = {
+    "reasoning": "You are a mathematical reasoning assistant. Show your work step by step.",
+    "math": "You are a mathematical reasoning assistant. Show your work step by step.",
+    "coding": "You are a coding assistant.",
+}
+
+
+class EngineError(Exception):
+    """A request the engine refuses, with its HTTP status and OpenAI error type."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", param: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.kind, self.param = status, message, kind, param
+
+
+# ----------------------------------------------------------------------------- request bodies
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class FunctionSpec(_Body):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    parameters: dict = Field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+class Tool(_Body):
+    type: Literal["function"] = "function"
+    function: FunctionSpec
+
+
+class ToolCallFunction(_Body):
+    name: str
+    arguments: str | dict = "{}"
+
+
+class ToolCallIn(_Body):
+    id: str = ""
+    type: Literal["function"] = "function"
+    function: ToolCallFunction
+
+
+class TextPart(_Body):
+    type: Literal["text"]
+    text: str
+
+
+class Message(_Body):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(part.text for part in self.content)
+        return self.content or ""
+
+
+class StreamOptions(_Body):
+    include_usage: bool = False
+
+
+class ChatRequest(_Body):
+    model: str
+    messages: list[Message] = Field(min_length=1)
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=0)  # 0: no top-k cut
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    min_tokens: int = Field(0, ge=0)  # vLLM's extension: EOS is suppressed until this many tokens
+    stop: str | list[str] | None = None
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["auto", "none", "required"] | dict | None = None
+    n: int = Field(1, ge=1, le=1)
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, value):
+        stops = [value] if isinstance(value, str) else (value or [])
+        if len(stops) > 4 or any(not s for s in stops):
+            raise ValueError("stop: at most 4 non-empty strings")
+        return stops
+
+
+class ReasoningRequest(_Body):
+    prompt: str = Field(min_length=1)
+    task_type: Literal["reasoning", "math", "coding"] = "reasoning"
+    max_length: int = Field(200, ge=1)
+    temperature: float = Field(0.3, ge=0.0, le=2.0)
+
+
+# ----------------------------------------------------------------------------- generation
+
+@dataclass
+class Sampling:
+    max_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    stops: list[str] = field(default_factory=list)
+    min_tokens: int = 0
+
+
+@dataclass
+class Job:
+    """One generation: its prompt, sampling, and a callback that receives events from the worker."""
+
+    ids: list[int]
+    sampling: Sampling
+    emit: object  # callable(event: dict)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+class Engine:
+    """A converted model, its tokenizer and chat template, and worker threads that generate."""
+
+    def __init__(self, folder: Path, served_name: str, workers: int = 2, max_queue: int = 16,
+                 stream_interval: float = 0.005):
+        import jinja2.sandbox
+        import onnxruntime_genai as og
+        from tokenizers import Tokenizer
+
+        self.folder, self.served_name, self.og = folder, served_name, og
+        # Text produced faster than this is sent in one chunk (the first piece goes out at once): a
+        # tiny model makes a token every ~0.2 ms, and one SSE event per token would cost more than
+        # the token; a real model's tokens (tens of ms) still stream one by one. Like vLLM's --stream-interval.
+        self.stream_interval = stream_interval
+        config = json.loads((folder / "genai_config.json").read_text())["model"]
+        self.context_length = int(config["context_length"])
+        eos = config["eos_token_id"]
+        self.eos = set(eos if isinstance(eos, list) else [eos])
+        start = time.perf_counter()
+        self.model = og.Model(str(folder))
+        self.load_seconds = time.perf_counter() - start
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.special_ids = {self.tokenizer.token_to_id(t.content) for t in self.tokenizer.get_added_tokens_decoder().values()
+                            if t.special}
+        self.tool_call_id = self.tokenizer.token_to_id(TOOL_CALL)
+        self.tool_call_end_id = self.tokenizer.token_to_id(TOOL_CALL_END)
+        # as transformers renders chat templates
+        env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                                           extensions=["jinja2.ext.loopcontrols"])
+        env.globals["raise_exception"] = _raise_template_error
+        # transformers' tojson: no HTML escaping, so prompts tokenize as in every other backend
+        env.filters["tojson"] = lambda value, indent=None: json.dumps(value, ensure_ascii=False, indent=indent)
+        self.template = env.from_string(_chat_template(folder))
+        self.jobs: queue.Queue[Job] = queue.Queue()
+        self.max_queue, self.workers = max_queue, workers
+        self.pending = 0
+        self.lock = threading.Lock()
+        self.stats = {"requests": 0, "rejected_busy": 0, "prompt_tokens": 0, "completion_tokens": 0,
+                      "generation_seconds": 0.0}
+        for _ in range(workers):
+            threading.Thread(target=self._work, daemon=True).start()
+
+    # -- prompts
+
+    def render(self, messages: list[dict], tools: list[dict] | None) -> list[int]:
+        """Token ids of the chat prompt, tools in the system turn, ready for the assistant's answer."""
+        if tools:
+            functions = [t["function"] if "function" in t else t for t in tools]
+            if not messages or messages[0]["role"] != "system":
+                messages = [{"role": "system", "content": ""}] + messages
+            # Phi-4-mini's own template reads a JSON string under the system message's "tools";
+            # templates that follow transformers' convention read the ``tools`` variable.
+            messages = [{**messages[0], "tools": json.dumps(functions, ensure_ascii=False)}] + messages[1:]
+            text = self.template.render(messages=messages, tools=functions, add_generation_prompt=True)
+        else:
+            text = self.template.render(messages=messages, add_generation_prompt=True)
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def check_length(self, ids: list[int], max_tokens: int | None) -> int:
+        """The number of tokens to generate; 400 when the prompt leaves no room in the context."""
+        room = self.context_length - len(ids)
+        if room <= 0 or (max_tokens is not None and max_tokens > room):
+            raise EngineError(400, f"This model's maximum context length is {self.context_length} tokens. However, "
+                                   f"you requested {len(ids) + (max_tokens or 0)} tokens ({len(ids)} in the messages, "
+                                   f"{max_tokens or 0} in the completion).", param="messages")
+        return max_tokens if max_tokens is not None else min(room, 1024)
+
+    # -- the queue
+
+    def submit(self, job: Job) -> None:
+        with self.lock:
+            if self.pending >= self.max_queue + self.workers:
+                self.stats["rejected_busy"] += 1
+                raise EngineError(429, f"the engine is busy ({self.pending} requests in flight); retry shortly",
+                                  kind="rate_limit_error")
+            self.pending += 1
+            self.stats["requests"] += 1
+        self.jobs.put(job)
+
+    def _work(self) -> None:
+        while True:
+            job = self.jobs.get()
+            try:
+                self._generate(job)
+            except Exception as err:  # reported to the request, the worker lives on
+                job.emit({"type": "error", "message": f"{type(err).__name__}: {err}"})
+            finally:
+                with self.lock:
+                    self.pending -= 1
+
+    def _generate(self, job: Job) -> None:
+        """Greedy or sampled decoding with the KV cache, token by token; emits text, tool calls and the end."""
+        from tokenizers.decoders import DecodeStream
+
+        og, s = self.og, job.sampling
+        params = og.GeneratorParams(self.model)
+        options = {"max_length": len(job.ids) + s.max_tokens, "do_sample": s.temperature > 0,
+                   "min_length": len(job.ids) + min(s.min_tokens, s.max_tokens)}
+        if s.temperature > 0:
+            options.update(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
+            if s.seed is not None:
+                options["random_seed"] = s.seed
+        params.set_search_options(**options)
+        generator = og.Generator(self.model, params)
+        start = time.perf_counter()
+        generator.append_tokens(np.array([job.ids], dtype=np.int32))
+        # the per-token loop stays lean: with a tiny model each token costs ~0.2 ms of compute
+        step, tokenizer, eos, special, stops = DecodeStream(skip_special_tokens=False).step, self.tokenizer, \
+            self.eos, self.special_ids, s.stops
+        interval, emit, cancelled = self.stream_interval, job.emit, job.cancelled
+        text, tool_text, in_tool, tokens, finish = "", "", False, 0, "length"
+        sent, last_emit = 0, -1.0  # characters of ``text`` already emitted, and when
+        while not generator.is_done():
+            generator.generate_next_token()
+            token = int(generator.get_next_tokens()[0])
+            tokens += 1
+            piece = step(tokenizer, token)
+            if token in special:
+                if token in eos:
+                    finish = "stop"
+                    break
+                in_tool = token == self.tool_call_id or (in_tool and token != self.tool_call_end_id)
+                continue
+            if not piece:
+                continue
+            if in_tool:
+                tool_text += piece
+                continue
+            text += piece
+            safe = len(text)
+            if stops:
+                hit = min((text.find(stop) for stop in stops if stop in text), default=-1)
+                if hit >= 0:
+                    text, finish = text[:hit], "stop"
+                    break
+                safe -= _held_back(text, stops)
+            now = time.perf_counter()
+            if safe > sent and now - last_emit >= interval:
+                if cancelled.is_set():  # the client went away
+                    break
+                emit({"type": "text", "text": text[sent:safe]})
+                sent, last_emit = safe, now
+        if len(text) > sent:
+            job.emit({"type": "text", "text": text[sent:]})
+        calls = None
+        if tool_text:
+            try:
+                calls = parse_tool_calls(TOOL_CALL + tool_text + TOOL_CALL_END)
+            except ValueError:  # a malformed call is returned as text, as the model wrote it
+                job.emit({"type": "text", "text": TOOL_CALL + tool_text})
+        seconds = time.perf_counter() - start
+        with self.lock:
+            self.stats["prompt_tokens"] += len(job.ids)
+            self.stats["completion_tokens"] += tokens
+            self.stats["generation_seconds"] += seconds
+        job.emit({"type": "end", "finish": "tool_calls" if calls else finish, "tool_calls": calls or [],
+                  "prompt_tokens": len(job.ids), "completion_tokens": tokens, "seconds": seconds})
+
+
+def _raise_template_error(message: str):
+    raise EngineError(400, f"chat template: {message}", param="messages")
+
+
+def _held_back(text: str, stops: list[str]) -> int:
+    """How many trailing characters could still start a stop string (not emitted yet)."""
+    longest = 0
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:n]):
+                longest = max(longest, n)
+                break
+    return longest
+
+
+def _chat_template(folder: Path) -> str:
+    path = folder / "chat_template.jinja"
+    if path.exists():
+        return path.read_text()
+    template = json.loads((folder / "tokenizer_config.json").read_text()).get("chat_template")
+    if not template:
+        raise SystemExit(f"{folder} has no chat template (chat_template.jinja or tokenizer_config.json)")
+    return template
+
+
+# ----------------------------------------------------------------------------- the HTTP API
+
+def _error(status: int, message: str, kind: str = "invalid_request_error", param: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": status}}, status_code=status)
+
+
+def _validation_message(err: RequestValidationError) -> str:
+    parts = []
+    for e in err.errors()[:5]:
+        where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+        parts.append(f"{where or 'body'}: {e.get('msg')}")
+    return "; ".join(parts) or "invalid request body"
+
+
+def _messages_for_template(messages: list[Message]) -> list[dict]:
+    out = []
+    for m in messages:
+        role = "system" if m.role == "developer" else m.role
+        entry = {"role": role, "content": m.text()}
+        if m.tool_calls:
+            entry["tool_calls"] = [{"id": c.id, "type": "function", "function": {
+                "name": c.function.name, "arguments": _arguments(c.function.arguments)}} for c in m.tool_calls]
+        out.append(entry)
+    return out
+
+
+def _arguments(arguments: str | dict) -> dict:
+    if isinstance(arguments, dict):
+        return arguments
+    try:
+        value = json.loads(arguments or "{}")
+    except json.JSONDecodeError as err:
+        raise EngineError(400, f"tool call arguments are not valid JSON: {err}", param="messages") from err
+    if not isinstance(value, dict):
+        raise EngineError(400, "tool call arguments must be a JSON object", param="messages")
+    return value
+
+
+def create_app(engine: Engine) -> FastAPI:
+    app = FastAPI(title="SLM Engine (ONNX Runtime GenAI)")
+    created = int(time.time())
+
+    @app.exception_handler(EngineError)
+    async def _engine_error(request, err: EngineError):
+        return _error(err.status, err.message, err.kind, err.param)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request, err: RequestValidationError):
+        return _error(400, _validation_message(err))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request, err: StarletteHTTPException):
+        return _error(err.status_code, str(err.detail), "not_found_error" if err.status_code == 404 else "invalid_request_error")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request, err: Exception):  # last resort: a JSON error, and the server keeps serving
+        return _error(500, f"internal error: {type(err).__name__}", "server_error")
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "ready": True, "model": engine.served_name, "variant": engine.folder.name,
+                "provider": "CPUExecutionProvider", "onnxruntime_genai": engine.og.__version__,
+                "context_length": engine.context_length, "load_seconds": round(engine.load_seconds, 3),
+                "queue": {"in_flight": engine.pending, "workers": engine.workers, "max_queue": engine.max_queue}}
+
+    @app.get("/")
+    async def root():
+        return {"name": "SLM Engine", "model": engine.served_name,
+                "endpoints": ["/v1/chat/completions", "/v1/models", "/reasoning", "/health", "/metrics"]}
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": engine.served_name, "object": "model", "created": created,
+                                            "owned_by": "slm-engine", "max_model_len": engine.context_length}]}
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics():
+        lines = []
+        for name, value in engine.stats.items():
+            metric = f"slm_engine_{name}_total"
+            lines += [f"# TYPE {metric} counter", f"{metric} {value}"]
+        lines += ["# TYPE slm_engine_requests_in_flight gauge", f"slm_engine_requests_in_flight {engine.pending}"]
+        return "\n".join(lines) + "\n"
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatRequest, request: Request):
+        if body.model != engine.served_name:
+            raise EngineError(404, f"The model `{body.model}` does not exist.", "not_found_error", "model")
+        tools = [t.model_dump() for t in body.tools or []]
+        choice = body.tool_choice
+        if isinstance(choice, dict) or choice == "required":
+            raise EngineError(400, "tool_choice: only 'auto' and 'none' are supported by this engine", param="tool_choice")
+        if tools and engine.tool_call_id is None:
+            raise EngineError(400, "this model's tokenizer has no <|tool_call|> token; it cannot call tools", param="tools")
+        use_tools = tools if choice != "none" else None
+        ids = engine.render(_messages_for_template(body.messages), use_tools)
+        max_tokens = engine.check_length(ids, body.max_completion_tokens or body.max_tokens)
+        sampling = Sampling(max_tokens, body.temperature, body.top_p, body.top_k, body.seed, body.stop or [],
+                            body.min_tokens)
+        events = _start(engine, ids, sampling)
+        rid, now = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        if body.stream:
+            usage = bool(body.stream_options and body.stream_options.include_usage)
+            return StreamingResponse(_sse(events, rid, now, engine.served_name, usage, request),
+                                     media_type="text/event-stream")
+        text, end = await _collect(events)
+        message = {"role": "assistant", "content": text if (text or not end["tool_calls"]) else None}
+        if end["tool_calls"]:
+            message["tool_calls"] = _openai_tool_calls(end["tool_calls"])
+        return {"id": rid, "object": "chat.completion", "created": now, "model": engine.served_name,
+                "choices": [{"index": 0, "message": message, "finish_reason": end["finish"], "logprobs": None}],
+                "usage": _usage(end)}
+
+    @app.post("/reasoning")
+    async def reasoning(body: ReasoningRequest):
+        messages = [{"role": "system", "content": TASK_SYSTEMS[body.task_type]}, {"role": "user", "content": body.prompt}]
+        ids = engine.render(messages, None)
+        max_tokens = engine.check_length(ids, body.max_length)
+        start = time.perf_counter()
+        text, end = await _collect(_start(engine, ids, Sampling(max_tokens, body.temperature)))
+        return {"generated_text": text, "task_type": body.task_type, "inference_time": round(time.perf_counter() - start, 4),
+                "model": engine.served_name, "usage": _usage(end), "finish_reason": end["finish"]}
+
+    return app
+
+
+def _start(engine: Engine, ids: list[int], sampling: Sampling) -> tuple[asyncio.Queue, Job]:
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue = asyncio.Queue()
+    job = Job(ids, sampling, lambda event: loop.call_soon_threadsafe(events.put_nowait, event))
+    engine.submit(job)
+    return events, job
+
+
+async def _next(events: asyncio.Queue) -> dict:
+    event = await events.get()
+    if event["type"] == "error":
+        raise EngineError(500, f"generation failed: {event['message']}", "server_error")
+    return event
+
+
+async def _collect(started) -> tuple[str, dict]:
+    events, job = started
+    pieces = []
+    try:
+        while (event := await _next(events))["type"] != "end":
+            pieces.append(event["text"])
+    finally:
+        job.cancelled.set()  # a dropped request stops generating
+    return "".join(pieces), event
+
+
+def _usage(end: dict) -> dict:
+    return {"prompt_tokens": end["prompt_tokens"], "completion_tokens": end["completion_tokens"],
+            "total_tokens": end["prompt_tokens"] + end["completion_tokens"]}
+
+
+def _openai_tool_calls(calls: list[dict]) -> list[dict]:
+    return [{"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+             "function": {"name": c["name"], "arguments": json.dumps(c["arguments"], ensure_ascii=False)}} for c in calls]
+
+
+async def _sse(started, rid: str, created: int, model: str, include_usage: bool, request: Request):
+    events, job = started
+
+    def chunk(delta: dict, finish: str | None = None, usage: dict | None = None) -> str:
+        body = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
+                "choices": [] if usage else [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+        if usage:
+            body["usage"] = usage
+        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+        while True:
+            try:
+                event = await _next(events)
+            except EngineError as err:
+                yield f"data: {json.dumps({'error': {'message': err.message, 'type': err.kind}})}\n\n"
+                break
+            if event["type"] == "text":
+                yield chunk({"content": event["text"]})
+                continue
+            for index, call in enumerate(_openai_tool_calls(event["tool_calls"])):
+                yield chunk({"tool_calls": [{"index": index, **call}]})
+            yield chunk({}, event["finish"])
+            if include_usage:
+                yield chunk({}, usage=_usage(event))
+            break
+        yield "data: [DONE]\n\n"
+    finally:
+        job.cancelled.set()  # the client went away: stop generating
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, required=True, help="an onnxruntime-genai model folder")
+    parser.add_argument("--served-model-name", default="phi4-mini")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--workers", type=int, default=2, help="generations running at once")
+    parser.add_argument("--max-queue", type=int, default=16, help="requests waiting beyond those; more get 429")
+    parser.add_argument("--stream-interval", type=float, default=0.005, help="seconds between streamed chunks at most")
+    args = parser.parse_args(argv)
+    if not (args.model / "genai_config.json").exists():
+        raise SystemExit(f"{args.model} is not an onnxruntime-genai model folder (no genai_config.json)")
+    engine = Engine(args.model, args.served_model_name, args.workers, args.max_queue, args.stream_interval)
+    print(f"SLM Engine: {args.model.name} loaded in {engine.load_seconds:.2f} s as {args.served_model_name!r}", flush=True)
+    uvicorn.run(create_app(engine), host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

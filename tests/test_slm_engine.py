@@ -1,0 +1,165 @@
+"""The SLM Engine (helpers/slm_engine.py) as a real server on phi4-nano's genai-fp32 build."""
+import json
+import random
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from helpers import backends, chat_format, curriculum, openai_chat, phi4_nano, slm_engine
+
+pytestmark = pytest.mark.slow
+MODEL = backends.SERVED_NAME
+TRAIN = [{"role": "system", "content": curriculum.MATH_SYSTEMS[1]}, {"role": "user", "content": curriculum.SEED_TRAIN_QUESTION}]
+TOOL = [{"role": "user", "content": curriculum.SEED_TOOL_PROMPT}]
+
+
+@pytest.fixture(scope="module")
+def client(engine_server):
+    return openai_chat.client(engine_server.base_url)
+
+
+@pytest.fixture(scope="module")
+def engine(onnx_folder):
+    return slm_engine.Engine(onnx_folder / "genai-fp32", MODEL, workers=1, max_queue=1)
+
+
+def test_prompts_tokenize_as_transformers_does(engine, nano):
+    _, tokenizer, _ = nano
+    round_trip = curriculum.seed_tool_round_trip()
+    for messages, tools in [(TRAIN, None), (TOOL, [curriculum.CIRCLE_TOOL]), (round_trip, [curriculum.CIRCLE_TOOL]),
+                            ([{"role": "system", "content": "Be brief."}] + TOOL, [curriculum.CIRCLE_TOOL])]:
+        expected = tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True)
+        assert engine.render(messages, tools) == expected
+
+
+def test_greedy_answers_equal_pytorch(client, nano):
+    model, tokenizer, _ = nano
+    for messages in (TRAIN, [{"role": "user", "content": curriculum.SEED_CODE_PROMPT}]):
+        expected = chat_format.strip_special(phi4_nano.chat(model, tokenizer, messages))
+        assert openai_chat.chat(client, MODEL, messages, max_tokens=200).content == expected
+
+
+def test_tool_call_then_result(client):
+    call = openai_chat.chat(client, MODEL, TOOL, tools=[curriculum.CIRCLE_TOOL])
+    assert call.finish_reason == "tool_calls" and call.content is None
+    assert [(c["name"], c["arguments"]) for c in call.tool_calls] == [("calculate_circle_area", {"radius": 5})]
+    final = openai_chat.chat(client, MODEL, openai_chat.tool_result_messages(TOOL, call, [{"area": 78.54}]),
+                             tools=[curriculum.CIRCLE_TOOL])
+    assert final.content == "The area of the circle is 78.54."
+
+
+def test_tool_calls_stream(client):
+    chunks = list(client.chat.completions.create(model=MODEL, messages=TOOL, tools=[curriculum.CIRCLE_TOOL],
+                                                 temperature=0, stream=True, stream_options={"include_usage": True}))
+    deltas = [c.choices[0].delta.tool_calls[0] for c in chunks if c.choices and c.choices[0].delta.tool_calls]
+    assert [(d.function.name, json.loads(d.function.arguments)) for d in deltas] == [("calculate_circle_area", {"radius": 5})]
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
+    assert chunks[-1].usage.completion_tokens > 0
+
+
+def test_tool_choice_none_answers_in_text(client):
+    reply = client.chat.completions.create(model=MODEL, messages=TOOL, tools=[curriculum.CIRCLE_TOOL],
+                                           tool_choice="none", temperature=0, max_tokens=40)
+    assert not reply.choices[0].message.tool_calls
+
+
+def test_streamed_text_equals_the_whole_answer(client):
+    whole = openai_chat.chat(client, MODEL, TRAIN).content
+    assert openai_chat.stream(client, MODEL, TRAIN)["text"] == whole
+
+
+def test_stop_max_tokens_and_usage(client):
+    stopped = client.chat.completions.create(model=MODEL, messages=TRAIN, temperature=0, stop=["km/h"])
+    assert stopped.choices[0].message.content == "Speed = 240 / 3 = 80 " and stopped.choices[0].finish_reason == "stop"
+    cut = client.chat.completions.create(model=MODEL, messages=TRAIN, temperature=0, max_tokens=5)
+    assert cut.choices[0].finish_reason == "length" and cut.usage.completion_tokens == 5
+    assert cut.usage.total_tokens == cut.usage.prompt_tokens + 5
+
+
+def test_sampling_follows_the_seed(client):
+    def sample(seed):
+        return client.chat.completions.create(model=MODEL, messages=TRAIN, temperature=1.5, top_p=0.95, extra_body={"top_k": 50},
+                                              seed=seed, max_tokens=40).choices[0].message.content
+    assert sample(1) == sample(1)
+    assert len({sample(s) for s in range(2, 7)}) > 1
+
+
+def test_concurrent_requests_do_not_mix(client):
+    prompts = [[{"role": "user", "content": f"What is {a} + {b}?"}] for a, b in [(3, 4), (12, 9), (40, 2), (7, 7)]]
+    alone = [openai_chat.chat(client, MODEL, p).content for p in prompts]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda p: openai_chat.chat(client, MODEL, p).content, prompts * 2))
+    assert together == alone * 2
+
+
+def test_full_queue_answers_429(engine):
+    jobs = [slm_engine.Job([1, 2, 3], slm_engine.Sampling(2000, min_tokens=2000), lambda event: None) for _ in range(2)]
+    for job in jobs:
+        engine.submit(job)
+    with pytest.raises(slm_engine.EngineError) as err:
+        engine.submit(slm_engine.Job([1], slm_engine.Sampling(1), lambda event: None))
+    assert err.value.status == 429
+    for job in jobs:
+        job.cancelled.set()
+
+
+def test_models_health_metrics_and_reasoning(engine_server):
+    base = engine_server.base_url
+    assert [m["id"] for m in httpx.get(base + "/v1/models").json()["data"]] == [MODEL]
+    health = httpx.get(base + "/health").json()
+    assert health["ready"] and health["variant"] == "genai-fp32" and health["provider"] == "CPUExecutionProvider"
+    answer = httpx.post(base + "/reasoning", json={"prompt": curriculum.SEED_TRAIN_QUESTION, "task_type": "math",
+                                                   "temperature": 0}).json()
+    assert answer["generated_text"].endswith("The answer is 2.4.") and answer["task_type"] == "math"
+    assert "slm_engine_requests_total" in httpx.get(base + "/metrics").text
+
+
+@pytest.mark.parametrize("body, status", [
+    ({"model": "nope", "messages": TRAIN}, 404),
+    ({"model": MODEL, "messages": [{"role": "user", "content": "word " * 9000}]}, 400),
+    ({"model": MODEL, "messages": TRAIN, "max_tokens": 8190}, 400),
+    ({"model": MODEL, "messages": TRAIN, "temperature": -1}, 400),
+    ({"model": MODEL, "messages": TRAIN, "top_p": 0}, 400),
+    ({"model": MODEL, "messages": TOOL, "tools": [{"type": "function", "function": {"parameters": "nope"}}]}, 400),
+    ({"model": MODEL, "messages": TOOL, "tools": [curriculum.CIRCLE_TOOL], "tool_choice": "required"}, 400),
+    ({"prompt": "x", "task_type": "poetry"}, 400),
+])
+def test_bad_requests_get_openai_style_4xx(engine_server, body, status):
+    path = "/reasoning" if "prompt" in body else "/v1/chat/completions"
+    response = httpx.post(engine_server.base_url + path, json=body)
+    assert response.status_code == status
+    assert response.json()["error"]["message"]
+
+
+def _mutations(rng: random.Random, n: int):
+    """Bad bodies: broken JSON, wrong shapes, and a valid body with one field replaced by junk."""
+    junk = [None, -1, 0, 1e308, "", "x" * 5000, [], {}, [1, "a"], {"a": {"b": []}}, True, "\u0000", -2**63]
+    yield b"{", b"", b"\xff\xfe\x00", b"[]", b"null", b'{"model": ', b"{" * 5000 + b"}" * 5000
+    valid = {"model": MODEL, "messages": TRAIN, "max_tokens": 8, "tools": [curriculum.CIRCLE_TOOL]}
+    fields = ["model", "messages", "max_tokens", "temperature", "top_p", "top_k", "stop", "seed", "stream", "tools",
+              "tool_choice", "n", "stream_options", "min_tokens", "max_completion_tokens"]
+    for _ in range(n):
+        body = json.loads(json.dumps(valid))
+        target = rng.choice(["field", "message", "tool"])
+        if target == "field":
+            body[rng.choice(fields)] = rng.choice(junk)
+        elif target == "message":
+            body["messages"][rng.randrange(2)][rng.choice(["role", "content", "tool_calls", "tool_call_id"])] = rng.choice(junk)
+        else:
+            body["tools"][0]["function"][rng.choice(["name", "parameters", "description"])] = rng.choice(junk)
+        yield json.dumps(body).encode()
+
+
+def test_fuzzed_bodies_never_500_and_the_server_survives(engine_server):
+    url = engine_server.base_url + "/v1/chat/completions"
+    statuses = {}
+    with httpx.Client(timeout=30) as http:
+        for body in _mutations(random.Random(0), 300):
+            response = http.post(url, content=body, headers={"content-type": "application/json"})
+            assert response.status_code < 500, (body[:200], response.text[:300])
+            if response.status_code >= 400:
+                assert "message" in response.json()["error"]
+            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+        assert http.get(engine_server.base_url + "/health").json()["ready"]
+    assert statuses.get(400, 0) > 100  # most mutations are invalid, and say so
