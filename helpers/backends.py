@@ -145,3 +145,41 @@ def engine_for(runtime: str, onnx_folder: Path) -> BackendSpec:
     """The engine's spec for ``runtime``, serving that runtime's variant from ``onnx_folder``."""
     variant_dir = onnx_folder / ENGINE_VARIANT[runtime]
     return engine_docker(variant_dir) if runtime == "docker" else engine_local(variant_dir)
+
+
+# ----------------------------------------------------------------------------- Ollama
+
+OLLAMA_IMAGE = "ollama/ollama:0.18.2"  # pinned; phi4-mini needs Ollama >= 0.5.13
+OLLAMA_PORT = 11434
+
+
+def ollama_docker(gpu: bool) -> BackendSpec:
+    """The official Ollama image; models persist in the named volume ``ollama``.
+
+    The image has no curl, so its health is checked from outside (GET / answers
+    "Ollama is running"); compose files use ``ollama list`` inside it instead.
+    """
+    return BackendSpec(name="ollama", port=OLLAMA_PORT, image=OLLAMA_IMAGE, volumes={"ollama": "/root/.ollama"},
+                       env={"OLLAMA_KEEP_ALIVE": "5m", "OLLAMA_HOST": f"0.0.0.0:{OLLAMA_PORT}"},
+                       mem_limit=None if gpu else "8g", gpu=gpu, health_path="/", api="ollama")
+
+
+def ollama_local(models: Path, library: Path) -> BackendSpec:
+    """The project's Ollama-API stand-in on llama.cpp (not Ollama), as a local process."""
+    import sys
+
+    return BackendSpec(name="ollama-standin", port=0, health_path="/", api="ollama",
+                       local_command=[sys.executable, "-m", "helpers.ollama_standin", "--models", str(models),
+                                      "--library", str(library), "--port", "{port}"])
+
+
+def ollama_for(runtime: str, gpu: bool) -> tuple[BackendSpec, str]:
+    """Ollama's spec for ``runtime`` and what it serves: the real server, or the stand-in with phi4-nano."""
+    if runtime == "docker":
+        return ollama_docker(gpu), f"Ollama {OLLAMA_IMAGE.split(':')[1]}, {PHI4_MINI} as `phi4-mini`"
+    from helpers import ollama_lab, phi4_nano
+    from helpers.paths import cache_dir
+
+    library, _ = ollama_lab.local_library(phi4_nano.model_dir())
+    return (ollama_local(cache_dir() / "ollama-standin" / "models", library),
+            "Ollama-API stand-in on llama.cpp (not Ollama), phi4-nano GGUF as `phi4-mini`")

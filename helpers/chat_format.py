@@ -20,10 +20,27 @@ SPECIAL_TOKENS = [ENDOFTEXT, SYSTEM, USER, ASSISTANT, END, TOOL, TOOL_END, TOOL_
 # One line per construct; whitespace control keeps the rendered prompt free of
 # stray newlines so that every backend (jinja2 in transformers/vLLM/our servers)
 # produces the same token ids.
+#
+# Tool schemas are written with their keys in one order (name, description, parameters; and
+# type, properties, required inside parameters, then any others as given): clients serialise
+# them differently (the ``ollama`` client and Ollama's Go structs put "required" first), and the
+# prompt must not depend on that.
 CHAT_TEMPLATE = (
+    "{%- macro ordered(d, order) -%}"
+    "{%- set keys = (order | select('in', d) | list) + (d | reject('in', order) | list) -%}"
+    "{ {%- for k in keys -%}{{ k | tojson }}: {{ d[k] | tojson }}{%- if not loop.last %}, {% endif -%}{%- endfor -%} }"
+    "{%- endmacro -%}"
+    "{%- macro render_function(f) -%}"
+    "{%- set top = ['name', 'description', 'parameters'] -%}"
+    "{%- set keys = (top | select('in', f) | list) + (f | reject('in', top) | list) -%}"
+    "{ {%- for k in keys -%}{{ k | tojson }}: "
+    "{%- if k == 'parameters' and f[k] is mapping %} {{ ordered(f[k], ['type', 'properties', 'required']) }}"
+    "{%- else %} {{ f[k] | tojson }}{%- endif -%}"
+    "{%- if not loop.last %}, {% endif -%}{%- endfor -%} }"
+    "{%- endmacro -%}"
     "{%- macro render_tools(ts) -%}"
     "{%- if ts is string -%}{{ ts }}{%- else -%}"
-    "[{%- for t in ts -%}{{ (t.function if t.function is defined else t) | tojson }}"
+    "[{%- for t in ts -%}{{ render_function(t.function if t.function is defined else t) }}"
     "{%- if not loop.last %}, {% endif -%}{%- endfor -%}]"
     "{%- endif -%}"
     "{%- endmacro -%}"
@@ -51,6 +68,39 @@ CHAT_TEMPLATE = (
 )
 
 _TOOL_CALL_RE = re.compile(re.escape(TOOL_CALL) + r"(.*?)(?:" + re.escape(TOOL_CALL_END) + r"|$)", re.S)
+
+
+def compile_template(source: str):
+    """A chat template compiled as transformers compiles it: jinja2's immutable sandbox with
+    trim_blocks/lstrip_blocks, loop controls and a ``tojson`` that does not HTML-escape, so a
+    server that renders it produces the same prompt (and token ids) as ``apply_chat_template``."""
+    import jinja2.sandbox
+
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                                       extensions=["jinja2.ext.loopcontrols"])
+    env.filters["tojson"] = lambda value, indent=None: json.dumps(value, ensure_ascii=False, indent=indent)
+
+    def raise_exception(message):
+        raise ValueError(f"chat template: {message}")
+
+    env.globals["raise_exception"] = raise_exception
+    return env.from_string(source)
+
+
+def render_prompt(template, messages: list[dict], tools: list[dict] | None = None) -> str:
+    """The prompt text for ``messages`` (dicts with role/content/tool_calls), ready for the assistant.
+
+    Tools are given both ways Phi-4-mini templates read them: the ``tools`` variable
+    (transformers' convention, our template) and a JSON string under the system
+    message's ``tools`` key (Phi-4-mini's own template); a system turn is added if none.
+    """
+    if not tools:
+        return template.render(messages=messages, add_generation_prompt=True)
+    functions = [function_spec(t) for t in tools]
+    if not messages or messages[0]["role"] != "system":
+        messages = [{"role": "system", "content": ""}] + list(messages)
+    messages = [{**messages[0], "tools": json.dumps(functions, ensure_ascii=False)}] + list(messages[1:])
+    return template.render(messages=messages, tools=functions, add_generation_prompt=True)
 
 
 def function_spec(tool: dict) -> dict:

@@ -74,9 +74,14 @@ class Deployment:
     runtime: "DockerRuntime | LocalRuntime"
     handle: object  # a docker Container or a subprocess.Popen
     log_path: Path | None = None  # where a local process writes its output
+    ready_s: float = 0.0  # seconds from start to healthy
 
     def logs(self, tail: int = 50) -> str:
         return self.runtime.logs(self, tail)
+
+    def memory_bytes(self) -> int:
+        """Resident memory of the backend now (its process tree, or its container)."""
+        return self.runtime.memory(self)
 
     def stop(self) -> None:
         self.runtime.stop(self)
@@ -190,8 +195,8 @@ class DockerRuntime:
         container = self.client.containers.run(**docker_run_kwargs(spec, image, host_port, self.gpu_available))
         deployment = Deployment(spec, f"http://127.0.0.1:{host_port}", self, container)
         try:
-            wait_for_health(deployment.base_url + spec.health_path, lambda: self._alive(container),
-                            lambda: self.logs(deployment, 40), timeout)
+            deployment.ready_s = wait_for_health(deployment.base_url + spec.health_path, lambda: self._alive(container),
+                                                 lambda: self.logs(deployment, 40), timeout)
         except BaseException:
             self.stop(deployment)
             raise
@@ -234,6 +239,10 @@ class DockerRuntime:
 
     def logs(self, deployment: Deployment, tail: int = 50) -> str:
         return deployment.handle.logs(tail=tail).decode(errors="replace")
+
+    def memory(self, deployment: Deployment) -> int:
+        stats = deployment.handle.stats(stream=False)["memory_stats"]
+        return int(stats.get("usage", 0) - stats.get("stats", {}).get("cache", 0))
 
     def stop(self, deployment: Deployment) -> None:
         import docker
@@ -321,9 +330,9 @@ class LocalRuntime:
         deployment = Deployment(spec, f"http://127.0.0.1:{port}", self, proc, log_path)
         self._running[proc.pid] = deployment
         try:
-            wait_for_health(deployment.base_url + spec.health_path,
-                            lambda: (proc.poll() is None, f"exit code {proc.returncode}"),
-                            lambda: self.logs(deployment, 40), timeout)
+            deployment.ready_s = wait_for_health(deployment.base_url + spec.health_path,
+                                                 lambda: (proc.poll() is None, f"exit code {proc.returncode}"),
+                                                 lambda: self.logs(deployment, 40), timeout)
         except BaseException:
             self.stop(deployment)
             raise
@@ -332,6 +341,15 @@ class LocalRuntime:
     def logs(self, deployment: Deployment, tail: int = 50) -> str:
         lines = deployment.log_path.read_text(errors="replace").splitlines()
         return "\n".join(lines[-tail:])
+
+    def memory(self, deployment: Deployment) -> int:
+        import psutil
+
+        try:
+            root = psutil.Process(deployment.handle.pid)
+            return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+        except psutil.NoSuchProcess:
+            return 0
 
     def stop(self, deployment: Deployment) -> None:
         proc = deployment.handle

@@ -1,12 +1,15 @@
 """Automatic graders for math answers, generated code and tool calls.
 
 Generated code never runs in the kernel: ``grade_code`` runs it in a separate
-Python process (isolated mode, no site-packages, a timeout) against hidden tests.
+Python process (isolated mode, no site-packages, a timeout, no network) against
+hidden tests.
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
+import shutil
 import subprocess
 import sys
 
@@ -36,6 +39,10 @@ def extract_code(text: str) -> str:
 
 _RUNNER = """
 import json, sys
+def _no_network(event, args):  # an audit hook cannot be removed by the code it watches
+    if event in ("socket.connect", "socket.bind", "socket.getaddrinfo", "socket.sendto"):
+        raise OSError("network access is disabled while grading")
+sys.addaudithook(_no_network)
 src, name, tests = json.loads(sys.stdin.read())
 scope = {}
 exec(compile(src, "<generated>", "exec"), scope)
@@ -45,6 +52,15 @@ print(json.dumps(failed))
 """
 
 
+@functools.cache
+def _sandbox() -> list[str]:
+    """``unshare -rn`` (a new user and network namespace: no interfaces but loopback, and loopback down)
+    where the kernel allows it; else nothing, and the runner's socket guard alone keeps the network out."""
+    if shutil.which("unshare") and subprocess.run(["unshare", "-rn", "true"], capture_output=True).returncode == 0:
+        return ["unshare", "-rn"]
+    return []
+
+
 def grade_code(text: str, function: str, tests: list, timeout: float = 10.0) -> tuple[bool, str]:
     """Run the answer's code in a subprocess against ``tests`` ((args, result) pairs).
 
@@ -52,7 +68,7 @@ def grade_code(text: str, function: str, tests: list, timeout: float = 10.0) -> 
     """
     payload = json.dumps([extract_code(text), function, [[list(a), r] for a, r in tests]])
     try:
-        proc = subprocess.run([sys.executable, "-I", "-S", "-c", _RUNNER], input=payload, capture_output=True,
+        proc = subprocess.run([*_sandbox(), sys.executable, "-I", "-S", "-c", _RUNNER], input=payload, capture_output=True,
                               text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return False, f"timed out after {timeout:.0f} s"

@@ -13,17 +13,14 @@ Run ``python -m helpers.phi4_nano`` to build (if needed) and print the report;
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import math
-import shutil
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from helpers import chat_format, curriculum, grading
-from helpers.paths import cache_dir, content_key
+from helpers.paths import build_once, cache_dir, content_key
 
 RECIPE = {
     "version": 1,
@@ -37,7 +34,8 @@ RECIPE = {
     "train": {"seed": 0, "steps": 1250, "batch_size": 32, "lr": 3e-3, "warmup": 50, "weight_decay": 0.01},
     "eval": {"per_family": 60},
 }
-SOURCES = [Path(__file__), Path(curriculum.__file__), Path(chat_format.__file__)]
+# The build's code: the model is a function of these (the chat format enters as its template and tokens).
+SOURCES = [Path(__file__), Path(curriculum.__file__)]
 MAX_NEW_TOKENS = {"coding": 96, "seed": 160}
 
 
@@ -223,15 +221,8 @@ def recipe_key() -> str:
     """Content hash of the recipe and the code that implements it (the cache key)."""
     import transformers
     versions = {"transformers": transformers.__version__, "python": sys.version.split()[0]}
-    return content_key({**RECIPE, **versions}, SOURCES)
-
-
-@contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
+    chat = {"template": chat_format.CHAT_TEMPLATE, "special_tokens": chat_format.SPECIAL_TOKENS}
+    return content_key({**RECIPE, **versions, **chat}, SOURCES)
 
 
 def build(out_dir: Path, key: str, progress: bool = True) -> dict:
@@ -276,19 +267,8 @@ def _mark_gpt2_tokenizer(folder: Path) -> None:
 
 def model_dir(progress: bool = True) -> Path:
     """The cached phi4-nano folder for the current recipe, built first if missing."""
-    root = cache_dir() / "phi4-nano"
-    final = root / recipe_key()
-    if (final / "report.json").exists():
-        return final
-    with _locked(root / ".lock"):
-        if (final / "report.json").exists():
-            return final
-        tmp = root / f".{final.name}.building"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        build(tmp, final.name, progress=progress)
-        tmp.rename(final)  # only a finished build gets the final name
-    return final
+    final = cache_dir() / "phi4-nano" / recipe_key()
+    return build_once(final, lambda tmp: build(tmp, final.name, progress=progress), done="report.json")
 
 
 def load(progress: bool = True):

@@ -37,7 +37,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from helpers.chat_format import TOOL_CALL, TOOL_CALL_END, parse_tool_calls
+from helpers.chat_format import TOOL_CALL, TOOL_CALL_END, compile_template, parse_tool_calls, render_prompt
 
 # The seed's /reasoning task types, as system prompts (those phi4-nano was trained with).
 TASK_SYSTEMS = {
@@ -165,7 +165,6 @@ class Engine:
 
     def __init__(self, folder: Path, served_name: str, workers: int = 2, max_queue: int = 16,
                  stream_interval: float = 0.005):
-        import jinja2.sandbox
         import onnxruntime_genai as og
         from tokenizers import Tokenizer
 
@@ -186,13 +185,7 @@ class Engine:
                             if t.special}
         self.tool_call_id = self.tokenizer.token_to_id(TOOL_CALL)
         self.tool_call_end_id = self.tokenizer.token_to_id(TOOL_CALL_END)
-        # as transformers renders chat templates
-        env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                                           extensions=["jinja2.ext.loopcontrols"])
-        env.globals["raise_exception"] = _raise_template_error
-        # transformers' tojson: no HTML escaping, so prompts tokenize as in every other backend
-        env.filters["tojson"] = lambda value, indent=None: json.dumps(value, ensure_ascii=False, indent=indent)
-        self.template = env.from_string(_chat_template(folder))
+        self.template = compile_template(_chat_template(folder))
         self.jobs: queue.Queue[Job] = queue.Queue()
         self.max_queue, self.workers = max_queue, workers
         self.pending = 0
@@ -206,16 +199,10 @@ class Engine:
 
     def render(self, messages: list[dict], tools: list[dict] | None) -> list[int]:
         """Token ids of the chat prompt, tools in the system turn, ready for the assistant's answer."""
-        if tools:
-            functions = [t["function"] if "function" in t else t for t in tools]
-            if not messages or messages[0]["role"] != "system":
-                messages = [{"role": "system", "content": ""}] + messages
-            # Phi-4-mini's own template reads a JSON string under the system message's "tools";
-            # templates that follow transformers' convention read the ``tools`` variable.
-            messages = [{**messages[0], "tools": json.dumps(functions, ensure_ascii=False)}] + messages[1:]
-            text = self.template.render(messages=messages, tools=functions, add_generation_prompt=True)
-        else:
-            text = self.template.render(messages=messages, add_generation_prompt=True)
+        try:
+            text = render_prompt(self.template, messages, tools)
+        except ValueError as err:  # the template's raise_exception
+            raise EngineError(400, str(err), param="messages") from err
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
     def check_length(self, ids: list[int], max_tokens: int | None) -> int:
@@ -317,10 +304,6 @@ class Engine:
             self.stats["generation_seconds"] += seconds
         job.emit({"type": "end", "finish": "tool_calls" if calls else finish, "tool_calls": calls or [],
                   "prompt_tokens": len(job.ids), "completion_tokens": tokens, "seconds": seconds})
-
-
-def _raise_template_error(message: str):
-    raise EngineError(400, f"chat template: {message}", param="messages")
 
 
 def _held_back(text: str, stops: list[str]) -> int:

@@ -77,3 +77,21 @@ def test_engine_runs_locally_from_the_kernel_python(tmp_path):
     spec = backends.engine_for("local", tmp_path)
     assert spec.local_command[1:3] == ["-m", "helpers.slm_engine"]
     assert spec.local_command[spec.local_command.index("--model") + 1] == str(tmp_path / "genai-fp32")
+
+
+def test_ollama_image_is_pinned_with_a_volume_and_gpu_only_when_present():
+    for gpu, available in ((True, True), (True, False), (False, True)):
+        spec = backends.ollama_docker(gpu=gpu)
+        kw = deploy.docker_run_kwargs(spec, spec.image, 21434, available)
+        assert kw["image"].startswith("ollama/ollama:") and not kw["image"].endswith(":latest")
+        assert kw["volumes"] == {"ollama": {"bind": "/root/.ollama", "mode": "rw"}}
+        assert kw["ports"] == {"11434/tcp": ("127.0.0.1", 21434)} and kw["command"] is None
+        assert ("device_requests" in kw) == (gpu and available)
+        assert spec.health_path == "/" and spec.api == "ollama"  # no curl in the image: checked from outside
+    assert "mem_limit" not in deploy.docker_run_kwargs(backends.ollama_docker(True), "x", 1, True)
+    assert deploy.docker_run_kwargs(backends.ollama_docker(False), "x", 1, False)["mem_limit"] == "8g"
+
+
+def test_ollama_standin_runs_locally(tmp_path):
+    spec = backends.ollama_local(tmp_path / "models", tmp_path / "library")
+    assert spec.local_command[1:3] == ["-m", "helpers.ollama_standin"] and spec.name == "ollama-standin"

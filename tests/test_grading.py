@@ -47,3 +47,10 @@ def test_tool_call_checked_against_schema_and_values():
 def test_check_arguments_reports_missing_and_unknown():
     problems = grading.check_arguments({"r": 1}, CIRCLE_TOOL["function"]["parameters"])
     assert "missing required argument 'radius'" in problems and "unknown argument 'r'" in problems
+
+
+def test_generated_code_gets_no_network():
+    code = ("```python\nimport urllib.request\ndef fetch(x):\n    try:\n"
+            "        urllib.request.urlopen('http://127.0.0.1:9', timeout=2)\n        return 'online'\n"
+            "    except OSError as err:\n        return 'offline'\n```")
+    assert grading.grade_code(code, "fetch", [((1,), "offline")]) == (True, "ok")

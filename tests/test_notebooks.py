@@ -13,6 +13,8 @@ REQUIRED_CHECKS = {
                  "the seed's tool prompt yields calculate_circle_area(radius=5)"],
     "01_vllm": ["server lists the served model", "tool call calculate_circle_area(radius=5)",
                 "final answer uses the tool's result", "bad requests are 4xx, not 5xx"],
+    "02_ollama": ["phi4-mini pulled", "tool call calculate_circle_area(radius=5)", "both variants created",
+                  "each variant runs with its stored SYSTEM and PARAMETERs", "OpenAI endpoint returns the tool call"],
     "03_onnx_conversion": ["optimum-fp32 matches PyTorch within the original context", "genai-fp32 greedy answers equal PyTorch's",
                            "the optimum export diverges past the longrope switch point", "the genai build follows PyTorch past it"],
     "04_onnx_engine": ["tool call calculate_circle_area(radius=5)", "a streamed tool request returns tool_calls deltas",

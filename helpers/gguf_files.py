@@ -1,0 +1,129 @@
+"""Hugging Face folder -> GGUF (the file format llama.cpp and Ollama run), and GGUF metadata.
+
+The converter is llama.cpp's ``convert_hf_to_gguf.py`` with its own ``conversion/`` and
+``gguf-py``, taken from the llama-cpp-python sdist on PyPI (the PyPI ``gguf`` package
+does not match it). Only the converter is used: nothing is compiled.
+
+Pitfalls for a custom BPE tokenizer (FINDINGS.md), handled here: the converter
+recognises pre-tokenizers by hashing the tokens of a probe text, and a locally
+trained vocabulary matches none, so ``get_vocab_base_pre`` is told it is GPT-2's
+(which it is: byte-level BPE, GPT-2 pre-tokenizer); the tokenizer config names
+``GPT2Tokenizer``; and the model name must not contain "phi3" (llama.cpp would look
+up SentencePiece tokens such as ``</s>`` that a BPE vocabulary lacks).
+"""
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+from helpers.paths import build_once, cache_dir, content_key
+
+LLAMA_CPP_PYTHON = "0.3.36"  # whose sdist vendors the converter
+# f16 halves the weights; Q8_0 quantises them to 8 bits in blocks of 32. K-quants (Q4_K_M,
+# Ollama's default for phi4-mini) need llama.cpp's compiled llama-quantize, which no wheel
+# installable here ships; the Python converter writes f32/f16/bf16/q8_0 only.
+OUTTYPES = ("f16", "q8_0")
+
+_RUN_CONVERTER = """
+import runpy, sys
+root = sys.argv.pop(1)
+sys.path[:0] = [root, root + "/gguf-py"]
+import conversion.base as base
+# a locally trained byte-level BPE with GPT-2's pre-tokenizer: no probe-text hash will match it
+base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "gpt-2"
+sys.argv[0] = root + "/convert_hf_to_gguf.py"
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def converter_dir() -> Path:
+    """llama.cpp's converter (with conversion/ and gguf-py/), unpacked from the sdist once."""
+    def fetch(tmp: Path) -> None:
+        with tempfile.TemporaryDirectory() as download:
+            result = subprocess.run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "-q",
+                                     "--no-deps", "--no-binary", ":all:", f"llama-cpp-python=={LLAMA_CPP_PYTHON}",
+                                     "-d", download], capture_output=True, text=True)
+            if result.returncode:
+                raise RuntimeError(f"cannot download the llama-cpp-python sdist:\n{result.stderr[-1500:]}")
+            prefix = f"llama_cpp_python-{LLAMA_CPP_PYTHON}/vendor/llama.cpp/"
+            with tarfile.open(next(Path(download).glob("*.tar.gz"))) as sdist:
+                wanted = [m for m in sdist.getmembers() if m.name.startswith(prefix) and (
+                    m.name == prefix + "convert_hf_to_gguf.py" or m.name.startswith(prefix + "conversion/")
+                    or m.name.startswith(prefix + "gguf-py/"))]
+                for member in wanted:
+                    member.name = member.name[len(prefix):]
+                sdist.extractall(tmp, members=wanted, filter="data")
+        (tmp / "READY").touch()
+
+    return build_once(cache_dir() / "llama-cpp-convert" / LLAMA_CPP_PYTHON, fetch, done="READY")
+
+
+def convert(src: Path, out: Path, outtype: str, name: str) -> Path:
+    """``src`` (a Hugging Face folder) as a GGUF file of ``outtype``."""
+    if "phi3" in name.lower():
+        raise ValueError("a GGUF model name containing 'phi3' makes llama.cpp expect SentencePiece tokens")
+    result = subprocess.run([sys.executable, "-c", _RUN_CONVERTER, str(converter_dir()), str(src), "--outtype", outtype,
+                             "--outfile", str(out), "--model-name", name], capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(f"convert_hf_to_gguf ({outtype}) failed:\n{result.stderr[-2500:]}")
+    return out
+
+
+def converted(src: Path, name: str) -> dict[str, Path]:
+    """GGUF files of ``src`` for every type in OUTTYPES, cached by content."""
+    key = content_key({"llama-cpp-python": LLAMA_CPP_PYTHON, "outtypes": OUTTYPES, "name": name},
+                      [Path(__file__), *sorted(p for p in src.iterdir() if p.is_file())])
+
+    def build(tmp: Path) -> None:
+        for outtype in OUTTYPES:
+            convert(src, tmp / f"{name}-{outtype}.gguf", outtype, name)
+        (tmp / "READY").touch()
+
+    folder = build_once(cache_dir() / "gguf" / key, build, done="READY")
+    return {outtype: folder / f"{name}-{outtype}.gguf" for outtype in OUTTYPES}
+
+
+# ----------------------------------------------------------------------------- reading GGUF metadata
+
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_STRING, _ARRAY = 8, 9
+FILE_TYPES = {0: "F32", 1: "F16", 7: "Q8_0", 15: "Q4_K_M", 2: "Q4_0", 32: "BF16"}  # llama_ftype values
+
+
+def read_metadata(path: Path, arrays: bool = False) -> dict:
+    """The key/value metadata of a GGUF file (arrays as their length unless ``arrays``)."""
+    with open(path, "rb") as f:
+        def unpack(fmt):
+            return struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
+
+        def string():
+            return f.read(unpack("<Q")).decode("utf-8", errors="replace")
+
+        def value(kind):
+            if kind == _STRING:
+                return string()
+            if kind == _ARRAY:
+                item, count = unpack("<I"), unpack("<Q")
+                items = [value(item) for _ in range(count)]
+                return items if arrays else count
+            return unpack(_SCALARS[kind])
+
+        if f.read(4) != b"GGUF":
+            raise ValueError(f"{path} is not a GGUF file")
+        unpack("<I")  # version
+        unpack("<Q")  # tensor count
+        return {string(): value(unpack("<I")) for _ in range(unpack("<Q"))}
+
+
+def describe(path: Path) -> dict:
+    """Ollama-style details of a GGUF file: family, parameter size, quantisation level."""
+    meta = read_metadata(path)
+    arch = meta.get("general.architecture", "unknown")
+    return {"parent_model": "", "format": "gguf", "family": arch, "families": [arch],
+            "parameter_size": meta.get("general.size_label", "unknown"),
+            "quantization_level": FILE_TYPES.get(meta.get("general.file_type", -1), str(meta.get("general.file_type")))}
