@@ -4,8 +4,8 @@ from __future__ import annotations
 # The seed tutorial's "Vergleichsrahmenwerk" (translated), none of it measured (KNOWN_FLAWS.md 13).
 SEED_TABLE = {
     "setup effort": {"vLLM": "medium", "Ollama": "easy", "ONNX Runtime": "complex"},
-    "GPU tok/s": {"vLLM": "~25", "Ollama": "~20", "ONNX Runtime": "~15"},
-    "CPU tok/s": {"vLLM": "~8", "Ollama": "~12", "ONNX Runtime": "~15"},
+    "GPU tok/s (1 stream)": {"vLLM": "~25", "Ollama": "~20", "ONNX Runtime": "~15"},
+    "CPU tok/s (1 stream)": {"vLLM": "~8", "Ollama": "~12", "ONNX Runtime": "~15"},
     "memory": {"vLLM": "8-12 GB", "Ollama": "6-10 GB", "ONNX Runtime": "4-8 GB"},
     "API": {"vLLM": "OpenAI-compatible", "Ollama": "custom REST", "ONNX Runtime": "custom FastAPI"},
     "function calling": {"vLLM": "native", "Ollama": "supported", "ONNX Runtime": "custom implementation"},
@@ -40,8 +40,8 @@ def framework_table(measured: dict[str, dict], gpu: bool) -> list[dict]:
         for backend, m in measured.items():
             value = {
                 "setup effort": f"{m.get('install', '')}; ready in {m['ready_s']:.1f} s" if "ready_s" in m else None,
-                "GPU tok/s": f"{m['tok_s']:.0f}" if gpu and "tok_s" in m else "not measured (no GPU)",
-                "CPU tok/s": f"{m['tok_s']:.0f}" if not gpu and "tok_s" in m else "not measured (GPU run)",
+                "GPU tok/s (1 stream)": f"{m['tok_s']:.0f}" if gpu and "tok_s" in m else "not measured (no GPU)",
+                "CPU tok/s (1 stream)": f"{m['tok_s']:.0f}" if not gpu and "tok_s" in m else "not measured (GPU run)",
                 "memory": f"{m['memory_mb']:,.0f} MB" if m.get("memory_mb") is not None else None,
                 "API": FACTS[backend]["API"],
                 "function calling": (f"{m['tool_accuracy']:.0%} of tool tasks"
@@ -88,10 +88,9 @@ def plot_throughput(bench: dict[str, list[dict]]):
         levels = [r["concurrency"] for r in rows]
         left.plot(levels, [r["output_tok_s"] for r in rows], marker="o", label=name)
         right.plot(levels, [r["e2e_ms"]["p90"] for r in rows], marker="o", label=name)
-    left.set(xlabel="concurrent requests", ylabel="output tokens/s", title="throughput", xscale="log", xticks=levels)
-    right.set(xlabel="concurrent requests", ylabel="ms", title="p90 end-to-end latency", xscale="log", xticks=levels)
+    left.set(xlabel="concurrent requests", ylabel="output tokens/s", title="throughput", xticks=levels)
+    right.set(xlabel="concurrent requests", ylabel="ms", title="p90 end-to-end latency", xticks=levels)
     for ax in (left, right):
-        ax.set_xticklabels(levels)
         ax.legend()
     fig.tight_layout()
     return fig

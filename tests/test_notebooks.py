@@ -17,6 +17,8 @@ REQUIRED_CHECKS = {
                   "each variant runs with its stored SYSTEM and PARAMETERs", "OpenAI endpoint returns the tool call"],
     "03_onnx_conversion": ["optimum-fp32 matches PyTorch within the original context", "genai-fp32 greedy answers equal PyTorch's",
                            "the optimum export diverges past the longrope switch point", "the genai build follows PyTorch past it"],
+    "05_comparison": ["no backend scores lower than transformers", "every benchmark request succeeded", "report exported",
+                      "the dashboard's comparison reaches every backend"],
     "04_onnx_engine": ["tool call calculate_circle_area(radius=5)", "a streamed tool request returns tool_calls deltas",
                        "/reasoning (math) answers 2.4", "bad requests are 4xx, not 5xx"],
 }

@@ -1,0 +1,76 @@
+"""The comparison toolkit: task-suite plumbing, benchmark statistics and harness, table, report, dashboard."""
+import json
+
+import pytest
+
+from helpers import comparison, curriculum, dashboard, report, serving_bench, task_suite
+
+
+def test_messages_convert_for_each_api():
+    task = next(t for t in curriculum.heldout_set(3) if t.family == "tool_result")
+    openai = task_suite.openai_messages(task.messages)
+    call = next(m for m in openai if m.get("tool_calls"))["tool_calls"][0]
+    assert isinstance(call["function"]["arguments"], str) and call["id"]
+    assert openai[-1]["role"] == "tool" and openai[-1]["tool_call_id"] == call["id"]
+    ollama = task_suite.ollama_messages(openai)
+    assert isinstance(next(m for m in ollama if m.get("tool_calls"))["tool_calls"][0]["function"]["arguments"], dict)
+
+
+def test_suite_grades_answers_in_native_form():
+    class Echo:  # answers every task with its trained answer
+        def __init__(self, tasks):
+            self.answers = {t.key: t.answer for t in tasks}
+
+        def complete(self, task):
+            return self.answers[task.key]
+
+    tasks = task_suite.suite(2)
+    results = task_suite.run(Echo(tasks), tasks, progress=False)
+    assert task_suite.accuracy(results)["all"] == 1.0
+    worse = [task_suite.Result(r.family, r.key, False, "x", "", 0) for r in results]
+    verdict = task_suite.against_reference({"transformers": results, "broken": worse})
+    assert verdict["broken"]["lower_than_reference"] and not verdict["transformers"]["lower_than_reference"]
+
+
+def test_percentiles_and_summary():
+    stats = serving_bench.percentiles([i / 1000 for i in range(1, 101)])
+    assert stats["p50"] == pytest.approx(51, abs=1) and stats["p99"] == pytest.approx(99, abs=1)
+    samples = [serving_bench.Sample(0.01, 0.1, 10, [0.01] * 9), serving_bench.Sample(0, 0, 0, ok=False, error="boom")]
+    row = serving_bench.summarize(samples, 1.0, 2)
+    assert row["failed"] == 1 and row["output_tok_s"] == 10 and row["errors"] == ["boom"]
+
+
+def test_harness_overhead_against_a_trivial_server(tmp_path):
+    rows = serving_bench.harness_overhead(lambda text: len(text.split()), levels=(1, 4), requests_per_level=8, tokens=32)
+    assert [r["failed"] for r in rows] == [0, 0]
+    assert all(r["output_tokens"] == 32 * r["requests"] for r in rows)  # counted by the counter, not by chunks
+    json_path, csv_path = serving_bench.save({"trivial": rows}, tmp_path, {"cpus": 2})
+    assert json.loads(json_path.read_text())["machine"] == {"cpus": 2}
+    assert csv_path.read_text().splitlines()[0].startswith("backend,concurrency")
+
+
+def test_framework_table_keeps_the_seed_guess_beside_each_measurement():
+    measured = {"vllm": {"ready_s": 30.0, "install": "venv", "memory_mb": 2900.0, "tok_s": 400.0, "tool_accuracy": 0.5,
+                         "tool_streaming": False}}
+    table = {row["feature"]: row["vllm"] for row in comparison.framework_table(measured, gpu=False)}
+    assert table["CPU tok/s (1 stream)"] == "400 (seed: ~8)"
+    assert table["GPU tok/s (1 stream)"].startswith("not measured (no GPU)")
+    assert "not streamed" in table["function calling"] and "2,900 MB" in table["memory"]
+
+
+def test_report_writes_markdown_and_html_with_figures(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    fig = comparison.plot_memory({"a": 10.0, "b": 20.0})
+    md, html = report.write(tmp_path, "T", [("Table", "| a | b |\n|---|---|\n| 1 | 2 |")], {"memory": fig})
+    assert "| 1 | 2 |" in md.read_text() and "<td>1</td>" in html.read_text()
+    assert "data:image/png;base64," in html.read_text() and (tmp_path / "memory.png").exists()
+
+
+def test_dashboard_asks_every_backend_and_builds_its_widget():
+    with serving_bench.trivial_server(tokens=8) as url:
+        dash = dashboard.Dashboard({"a": dashboard.Endpoint("openai", url, "m"), "b": dashboard.Endpoint("openai", url, "m")},
+                                   lambda text: len(text.split()))
+        rows = dash.ask("hi")
+        assert [(r["backend"], r["tokens"]) for r in rows] == [("a", 8), ("b", 8)]
+        assert len(dash.widget("hi").children) == 6
