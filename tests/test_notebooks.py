@@ -19,6 +19,9 @@ REQUIRED_CHECKS = {
                            "the optimum export diverges past the longrope switch point", "the genai build follows PyTorch past it"],
     "05_comparison": ["no backend scores lower than transformers", "every benchmark request succeeded", "report exported",
                       "the dashboard's comparison reaches every backend"],
+    "06_production": ["every compose file is valid and lint-clean", "scaling out raises peak throughput",
+                      "every replica served requests", "vLLM's /metrics counts the generated tokens",
+                      "nothing of the stack is left", "the Kubernetes manifests pass their checks"],
     "04_onnx_engine": ["tool call calculate_circle_area(radius=5)", "a streamed tool request returns tool_calls deltas",
                        "/reasoning (math) answers 2.4", "bad requests are 4xx, not 5xx"],
 }

@@ -44,4 +44,6 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
     http://deb.debian.org/debian >/dev/null
   tar -C "$rootfs" -c . | docker import -c 'CMD ["/bin/bash"]' - "$BASE_IMAGE" >/dev/null
 fi
+# docker-compose validates the compose files and runs the engine stack (notebook 06)
+if ! command -v docker-compose >/dev/null && can_install; then apt_install docker-compose; fi
 echo "Docker $(docker version --format '{{.Server.Version}}') ready; base image $BASE_IMAGE"
