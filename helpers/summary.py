@@ -32,11 +32,15 @@ class Summary:
         self._write()
         return value
 
+    def note(self, name: str, condition: bool, detail: str = "", **extra) -> bool:
+        """Record a named check without raising (a lab's self-check); returns whether it held."""
+        self.data["checks"][name] = {"ok": bool(condition), "detail": detail, **extra}
+        self._write()
+        return bool(condition)
+
     def check(self, name: str, condition: bool, detail: str = "") -> None:
         """Record a named check; raise ``CheckFailed`` with ``detail`` when it does not hold."""
-        self.data["checks"][name] = {"ok": bool(condition), "detail": detail}
-        self._write()
-        if not condition:
+        if not self.note(name, condition, detail):
             raise CheckFailed(f"{name}: {detail}")
         print(f"✔ {name}" + (f" — {detail}" if detail else ""))
 

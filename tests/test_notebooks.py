@@ -46,7 +46,7 @@ def test_has_a_parameters_cell(path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS + LABS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_executes(path, tmp_path, nano):
     summary = workbook.run_notebook(path, tmp_path, {"runtime": "local"}, timeout=1200)
     assert summary["complete"], "the notebook stopped before its last cell"
@@ -54,3 +54,28 @@ def test_notebook_executes(path, tmp_path, nano):
     assert not failed
     missing = set(REQUIRED_CHECKS.get(path.stem, [])) - set(summary["checks"])
     assert not missing, f"checks not run: {missing}"
+
+
+def test_there_are_four_labs_each_with_a_solution():
+    assert len(LABS) >= 4
+    for lab in LABS:
+        assert (lab.parent / "solutions" / f"{lab.stem}.py").exists(), f"{lab.name} has no solution"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", LABS, ids=lambda p: p.name)
+def test_lab_passes_with_its_solution(path, tmp_path, nano):
+    summary = workbook.run_notebook(path, tmp_path, {"runtime": "local", "use_solution": True}, timeout=1200)
+    failed = {name: c["detail"] for name, c in summary["checks"].items() if not c["ok"]}
+    assert summary["complete"] and summary["checks"] and not failed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", LABS, ids=lambda p: p.name)
+def test_lab_without_solution_fails_its_checks_helpfully(path, tmp_path, nano):
+    summary = workbook.run_notebook(path, tmp_path, {"runtime": "local", "use_solution": False}, timeout=1200)
+    assert summary["complete"], "an unfinished lab must run to its checklist, not crash"
+    open_goals = [c for c in summary["checks"].values() if not c["ok"]]
+    assert open_goals, "without the solution some goals must be open"
+    assert all(c["hint"] for c in open_goals), "every open goal says what to do"
+    assert any("not done yet" in c["detail"] for c in open_goals), "the TODOs are named as such"

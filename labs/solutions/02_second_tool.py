@@ -1,0 +1,37 @@
+"""Solution: lab 2 (runs in the lab's namespace: QUESTION, CIRCLE_TOOL, servers, clients are defined there)."""
+import json
+
+
+def weather_tool():
+    return {"type": "function", "function": {
+        "name": "get_weather", "description": "Get the weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "The city"}},
+                       "required": ["city"]}}}
+
+
+def get_weather(city):
+    return {"temperature": 20, "condition": "sunny"}
+
+
+TOOLS = {"get_weather": get_weather}
+
+
+def round_trip(name):
+    tools = [CIRCLE_TOOL, weather_tool()]  # noqa: F821
+    messages = [{"role": "user", "content": QUESTION}]  # noqa: F821
+    base_url = servers[name].base_url  # noqa: F821
+    if name == "ollama":
+        client = ollama.Client(host=base_url)  # noqa: F821
+        reply = client.chat(model="phi4-mini", messages=messages, tools=tools, options={"temperature": 0})
+        calls = [(c.function.name, dict(c.function.arguments)) for c in reply.message.tool_calls or []]
+        results = [TOOLS[n](**a) for n, a in calls]
+        final = client.chat(model="phi4-mini", messages=ollama_lab.tool_result_messages(messages, reply, results),  # noqa: F821
+                            tools=tools, options={"temperature": 0})
+        return calls, final.message.content
+    client = openai_chat.client(base_url)  # noqa: F821
+    reply = openai_chat.chat(client, "phi4-mini", messages, tools=tools)  # noqa: F821
+    calls = [(c["name"], c["arguments"]) for c in reply.tool_calls]
+    results = [TOOLS[n](**a) for n, a in calls]
+    final = openai_chat.chat(client, "phi4-mini", openai_chat.tool_result_messages(messages, reply, results),  # noqa: F821
+                             tools=tools)
+    return calls, final.content
