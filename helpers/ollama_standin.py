@@ -80,6 +80,16 @@ def model_name(name: str) -> str:
     return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
 
+def _type_ok(kind: type, value) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is list:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return kind is float or float(value).is_integer()  # JSON has one number type: 2.0 is an integer
+
+
 def check_options(options) -> dict:
     """Options with Ollama's type checks: a wrong type is a 400, an unknown key is ignored (and logged)."""
     if options is None:
@@ -92,12 +102,9 @@ def check_options(options) -> dict:
         if kind is None:
             print(f"warning: invalid option provided: {key}", flush=True)
             continue
-        ok = (isinstance(value, bool) if kind is bool else
-              isinstance(value, (int, float)) and not isinstance(value, bool) and (kind is float or float(value).is_integer())
-              if kind in (int, float) else isinstance(value, list) and all(isinstance(v, str) for v in value))
-        if isinstance(value, str) and kind is list:  # Ollama accepts a single stop string too
-            value, ok = [value], True
-        if not ok:
+        if kind is list and isinstance(value, str):  # Ollama accepts a single stop string too
+            value = [value]
+        if not _type_ok(kind, value):
             raise OllamaError(400, f'option "{key}" must be of type {TYPE_NAMES[kind]}')
         checked[key] = int(value) if kind is int else value
     return checked

@@ -47,15 +47,14 @@ def prompt_set(tokenizer, switch: int) -> list[dict]:
 # Each loader returns (logits_of(ids) -> array [positions, vocab], greedy(ids, n, force) -> token ids).
 # ``force`` generates exactly n tokens (EOS suppressed) for the speed figure; otherwise EOS stops.
 
-def _load_pytorch(folder: Path):
+def _hf_style(model):
+    """``logits_of`` and ``greedy`` for a model with transformers' interface (PyTorch, or optimum's ORT model)."""
     import torch
-    from transformers import Phi3ForCausalLM
-
-    model = Phi3ForCausalLM.from_pretrained(folder).eval()
 
     def logits_of(ids):
+        x = torch.tensor([ids])
         with torch.no_grad():
-            return model(torch.tensor([ids])).logits[0].numpy()
+            return model(input_ids=x, attention_mask=torch.ones_like(x)).logits[0].numpy()
 
     def greedy(ids, n, force):
         x = torch.tensor([ids])
@@ -65,24 +64,19 @@ def _load_pytorch(folder: Path):
     return logits_of, greedy
 
 
+def _load_pytorch(folder: Path):
+    from transformers import Phi3ForCausalLM
+
+    return _hf_style(Phi3ForCausalLM.from_pretrained(folder).eval())
+
+
 def _load_optimum(folder: Path):
-    import torch
     from optimum.onnxruntime import ORTModelForCausalLM
 
     model = ORTModelForCausalLM.from_pretrained(folder, use_cache=True)
     # The export has 2 KV heads (GQA); without this, optimum sizes past_key_values for 4.
     model.num_key_value_heads = model.config.num_key_value_heads
-
-    def logits_of(ids):
-        x = torch.tensor([ids])
-        return model(input_ids=x, attention_mask=torch.ones_like(x)).logits[0].numpy()
-
-    def greedy(ids, n, force):
-        x = torch.tensor([ids])
-        out = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n,
-                             min_new_tokens=n if force else 0, do_sample=False)
-        return out[0, len(ids):].tolist()
-    return logits_of, greedy
+    return _hf_style(model)
 
 
 def _load_genai(folder: Path):

@@ -45,8 +45,12 @@ def test_has_a_parameters_cell(path):
     assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in cells)
 
 
+NEEDS_DOCKER = {"06_production"}  # runs a compose stack on the local Docker engine
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.docker) if p.stem in NEEDS_DOCKER else p
+                                  for p in NOTEBOOKS], ids=lambda p: p.name)
 def test_notebook_executes(path, tmp_path, nano):
     summary = workbook.run_notebook(path, tmp_path, {"runtime": "local"}, timeout=1200)
     assert summary["complete"], "the notebook stopped before its last cell"
