@@ -20,7 +20,7 @@ $(STAMP): requirements.txt
 	$(PY) -c 'import site; open(site.getsitepackages()[0] + "/slm_deploy_lab.pth", "w").write("$(CURDIR)\n")'
 	touch $@
 
-lab: setup  ## execute every notebook in order with papermill into runs/
+lab: setup engine  ## execute every notebook in order with papermill into runs/ (06 needs the Docker engine)
 	$(PY) -m helpers.workbook
 
 jupyter: setup  ## open JupyterLab on the notebooks

@@ -73,7 +73,6 @@ def main() -> None:
     ids = slm_engine.Engine(folder, backends.SERVED_NAME, workers=1).render(messages, None)
     model = og.Model(str(folder))
     bare = rates(lambda n: bare_seconds(model, ids, n), args.tokens, args.runs)
-    del model
     with deploy.LocalRuntime().start(backends.engine_local(folder), timeout=60, progress=False) as server, \
             httpx.Client() as client:  # one keep-alive connection, as a real client holds
         http = rates(lambda n: http_seconds(client, server.base_url, messages, n), args.tokens, args.runs)

@@ -13,7 +13,6 @@ up SentencePiece tokens such as ``</s>`` that a BPE vocabulary lacks).
 """
 from __future__ import annotations
 
-import json
 import struct
 import subprocess
 import sys

@@ -1,5 +1,4 @@
 """Solution: lab 2 (runs in the lab's namespace: QUESTION, CIRCLE_TOOL, servers, clients are defined there)."""
-import json
 
 
 def weather_tool():
