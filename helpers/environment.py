@@ -33,6 +33,7 @@ class Environment:
     docker_error: str | None
     nvidia_runtime: bool
     gpus: list[str]
+    registry: bool = False  # Docker Hub answers: official images can be pulled
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -70,6 +71,17 @@ def nvidia_gpus() -> list[str]:
     return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
 
 
+def registry_reachable(timeout: float = 4.0) -> bool:
+    """True when Docker Hub's registry answers as a registry (a proxy's error page does not count)."""
+    import requests
+
+    try:
+        response = requests.get("https://registry-1.docker.io/v2/", timeout=timeout)
+    except requests.RequestException:
+        return False
+    return response.headers.get("Docker-Distribution-Api-Version", "").startswith("registry/2")
+
+
 def check_environment() -> Environment:
     """Inspect this machine."""
     import psutil
@@ -81,6 +93,7 @@ def check_environment() -> Environment:
         ram_gb=round(mem.total / 2**30, 1), ram_available_gb=round(mem.available / 2**30, 1),
         disk_free_gb=round(shutil.disk_usage(cache_dir()).free / 2**30, 1), cpu_flags=_cpu_flags(),
         docker=version, docker_error=error, nvidia_runtime=nvidia, gpus=nvidia_gpus(),
+        registry=bool(version) and registry_reachable(),
     )
 
 
@@ -101,13 +114,13 @@ def profile_fit(env: Environment) -> dict[str, str]:
 
 
 def resolve_runtime(requested: str, env: Environment) -> str:
-    """``requested`` ('local', 'docker' or 'auto'); 'auto' means docker when a daemon answers.
+    """``requested`` ('local', 'docker' or 'auto'); 'auto' means docker when a daemon answers and
+    Docker Hub is reachable (the docker runtime pulls official images and Phi-4-mini), else local.
 
-    The embedded default of the workbook and CI is 'local' (passed explicitly), because
-    the docker runtime pulls official images and Phi-4-mini from the internet.
+    The embedded default of the workbook and CI is 'local' (passed explicitly).
     """
     if requested == "auto":
-        return "docker" if env.docker else "local"
+        return "docker" if env.docker and env.registry else "local"
     if requested not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES} or 'auto', not {requested!r}")
     if requested == "docker" and not env.docker:
@@ -120,6 +133,7 @@ def describe(env: Environment) -> str:
     rows = [("Python", env.python), ("platform", env.platform), ("CPUs", f"{env.cpus} ({', '.join(env.cpu_flags)})"),
             ("RAM", f"{env.ram_gb} GB ({env.ram_available_gb} GB free)"), ("disk free (cache)", f"{env.disk_free_gb} GB"),
             ("Docker daemon", env.docker or f"not reachable — {env.docker_error}"),
+            ("Docker Hub", "reachable" if env.registry else "not reachable"),
             ("NVIDIA runtime in Docker", env.nvidia_runtime), ("GPUs", ", ".join(env.gpus) or "none")]
     rows += [(f"profile: {name}", verdict) for name, verdict in profile_fit(env).items()]
     width = max(len(k) for k, _ in rows)

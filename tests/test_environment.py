@@ -9,9 +9,10 @@ def _env(**overrides):
     return environment.Environment(**{**base, **overrides})
 
 
-def test_auto_picks_docker_only_when_a_daemon_answers():
+def test_auto_picks_docker_only_when_a_daemon_answers_and_images_can_be_pulled():
     assert environment.resolve_runtime("auto", _env()) == "local"
-    assert environment.resolve_runtime("auto", _env(docker="28.2.2", docker_error=None)) == "docker"
+    assert environment.resolve_runtime("auto", _env(docker="28.2.2", docker_error=None)) == "local"  # no registry
+    assert environment.resolve_runtime("auto", _env(docker="28.2.2", docker_error=None, registry=True)) == "docker"
 
 
 def test_docker_without_daemon_is_a_clear_error():
