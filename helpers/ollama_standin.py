@@ -217,7 +217,6 @@ class Runner:
     server: object
     gguf: Path
     load: dict
-    loaded_at: float
     model: str = ""
     expires: float = 0.0
     busy: int = 0
@@ -254,7 +253,7 @@ class Runners:
                     params.n_batch = load["num_batch"]
                 params.special = True  # special tokens in the output: <|tool_call|> is how tools are called
                 params.warmup = False
-                runner = Runner(xllamacpp.Server(params), model.gguf, load, time.time())
+                runner = Runner(xllamacpp.Server(params), model.gguf, load)
                 self.loaded[model.gguf] = runner
             runner.model, runner.busy = model.name, runner.busy + 1
             runner.expires = float("inf") if keep_alive < 0 else time.time() + keep_alive
