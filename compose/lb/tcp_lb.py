@@ -36,9 +36,10 @@ async def replicas(hosts: str, port: int) -> list[str]:
 
 def handler(host: str, port: int):
     async def handle(client_reader, client_writer):
+        turn = next(counter)  # taken on arrival, so connections alternate in the order they came
         try:
             addresses = await replicas(host, port)
-            target = addresses[next(counter) % len(addresses)]
+            target = addresses[turn % len(addresses)]
             upstream_reader, upstream_writer = await asyncio.open_connection(target, port)
         except OSError as err:
             print(f"no replica of {host}:{port} reachable: {err}", flush=True)
