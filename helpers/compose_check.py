@@ -110,3 +110,15 @@ def lint(compose_file: Path) -> list[Finding]:
     return lint_config(yaml.safe_load(compose_file.read_text()), str(compose_file.relative_to(REPO))
                        if compose_file.is_relative_to(REPO) else compose_file.name)
 
+
+
+def overview(paths: list[Path] = COMPOSE_FILES) -> list[dict]:
+    """One row per compose file: valid, lint findings, waivers, and what failed."""
+    rows = []
+    for path in paths:
+        valid, detail = validate(path)
+        findings = lint(path)
+        rows.append({"file": str(path.relative_to(REPO)), "valid": valid, "lint findings": len(findings),
+                     "waived": ", ".join(waivers(path)) or "–",
+                     "detail": detail or "; ".join(f"{f.service}: {f.rule}" for f in findings)})
+    return rows

@@ -40,7 +40,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from helpers import gguf_files
-from helpers.chat_format import SPECIAL_TOKENS, TOOL_CALL, compile_template, parse_tool_calls, render_prompt
+from helpers.chat_format import (SPECIAL_TOKENS, TOOL_CALL, compile_template, openai_tool_calls, parse_tool_calls,
+                                  render_prompt)
 
 VERSION = "0.0.0-standin"
 
@@ -764,7 +765,7 @@ def create_app(service: Service) -> FastAPI:
             outcome = await service.run(model, prompt_text, options, None, 300.0, bool(tools))
             message = {"role": "assistant", "content": outcome.content}
             if outcome.tool_calls:
-                message["tool_calls"] = _openai_calls(outcome.tool_calls)
+                message["tool_calls"] = openai_tool_calls(outcome.tool_calls)
             finish = "tool_calls" if outcome.tool_calls else outcome.done_reason
             return {"id": rid, "object": "chat.completion", "created": created, "model": model.name,
                     "system_fingerprint": "fp_ollama", "choices": [{"index": 0, "message": message, "finish_reason": finish}],
@@ -785,7 +786,7 @@ def create_app(service: Service) -> FastAPI:
                     yield "data: " + json.dumps({"error": {"message": value.message}}) + "\n\n"
                 else:
                     if value.tool_calls:
-                        yield chunk({"role": "assistant", "tool_calls": _openai_calls(value.tool_calls)})
+                        yield chunk({"role": "assistant", "tool_calls": openai_tool_calls(value.tool_calls)})
                     yield chunk({}, "tool_calls" if value.tool_calls else value.done_reason)
             yield "data: [DONE]\n\n"
         return StreamingResponse(sse(), media_type="text/event-stream")
@@ -810,11 +811,6 @@ def _from_openai(message) -> dict:
             calls.append({"function": {"name": function.get("name", ""), "arguments": arguments}})
         out["tool_calls"] = calls
     return out
-
-
-def _openai_calls(calls: list[dict]) -> list[dict]:
-    return [{"id": f"call_{uuid.uuid4().hex[:8]}", "index": i, "type": "function",
-             "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])}} for i, c in enumerate(calls)]
 
 
 def _sha256(path: Path) -> str:

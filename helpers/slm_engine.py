@@ -37,7 +37,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from helpers.chat_format import TOOL_CALL, TOOL_CALL_END, compile_template, parse_tool_calls, render_prompt
+from helpers.chat_format import (TOOL_CALL, TOOL_CALL_END, compile_template, openai_tool_calls, parse_tool_calls,
+                                  render_prompt)
 
 # The seed's /reasoning task types, as system prompts (those phi4-nano was trained with).
 TASK_SYSTEMS = {
@@ -435,7 +436,7 @@ def create_app(engine: Engine) -> FastAPI:
         text, end = await _collect(events)
         message = {"role": "assistant", "content": text if (text or not end["tool_calls"]) else None}
         if end["tool_calls"]:
-            message["tool_calls"] = _openai_tool_calls(end["tool_calls"])
+            message["tool_calls"] = openai_tool_calls(end["tool_calls"])
         return {"id": rid, "object": "chat.completion", "created": now, "model": engine.served_name,
                 "choices": [{"index": 0, "message": message, "finish_reason": end["finish"], "logprobs": None}],
                 "usage": _usage(end)}
@@ -484,11 +485,6 @@ def _usage(end: dict) -> dict:
             "total_tokens": end["prompt_tokens"] + end["completion_tokens"]}
 
 
-def _openai_tool_calls(calls: list[dict]) -> list[dict]:
-    return [{"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
-             "function": {"name": c["name"], "arguments": json.dumps(c["arguments"], ensure_ascii=False)}} for c in calls]
-
-
 async def _sse(started, rid: str, created: int, model: str, include_usage: bool, request: Request):
     events, job = started
 
@@ -510,8 +506,8 @@ async def _sse(started, rid: str, created: int, model: str, include_usage: bool,
             if event["type"] == "text":
                 yield chunk({"content": event["text"]})
                 continue
-            for index, call in enumerate(_openai_tool_calls(event["tool_calls"])):
-                yield chunk({"tool_calls": [{"index": index, **call}]})
+            for call in openai_tool_calls(event["tool_calls"]):
+                yield chunk({"tool_calls": [call]})
             yield chunk({}, event["finish"])
             if include_usage:
                 yield chunk({}, usage=_usage(event))

@@ -51,3 +51,9 @@ def test_template_adds_system_turn_for_tools_alone():
     text = env.from_string(chat_format.CHAT_TEMPLATE).render(
         messages=[{"role": "user", "content": "Hi"}], tools=[CIRCLE_TOOL], add_generation_prompt=False)
     assert text.startswith("<|system|><|tool|>[{") and text.endswith("<|user|>Hi<|end|>")
+
+
+def test_openai_tool_calls_carry_ids_indexes_and_json_arguments():
+    calls = chat_format.openai_tool_calls([{"name": "f", "arguments": {"x": 1}}, {"name": "g", "arguments": {}}])
+    assert [c["index"] for c in calls] == [0, 1] and calls[0]["id"] != calls[1]["id"]
+    assert calls[0]["function"] == {"name": "f", "arguments": '{"x": 1}'} and calls[0]["type"] == "function"

@@ -74,3 +74,11 @@ def test_dashboard_asks_every_backend_and_builds_its_widget():
         rows = dash.ask("hi")
         assert [(r["backend"], r["tokens"]) for r in rows] == [("a", 8), ("b", 8)]
         assert len(dash.widget("hi").children) == 6
+
+
+def test_measurements_feed_the_table():
+    bench = {"vllm": [{"concurrency": 1, "output_tok_s": 400.0}, {"concurrency": 2, "output_tok_s": 500.0}]}
+    accuracy = {"vllm": {"tool_call": 0.2, "no_tool": 0.1, "tool_result": 0.3}}
+    m = comparison.measurements("local", {"vllm": 20.0}, {"vllm": 2900.0}, bench, accuracy)["vllm"]
+    assert m["tok_s"] == 400.0 and m["tool_accuracy"] == pytest.approx(0.2) and not m["tool_streaming"]
+    assert m["install"].startswith("own virtualenv")

@@ -103,3 +103,9 @@ def test_tcp_lb_spreads_connections_over_replicas():
 
     seen = asyncio.run(main())
     assert sorted(seen) == ["a", "a", "b", "b"] and seen[0] != seen[1]
+
+
+def test_overview_has_a_clean_row_per_file():
+    rows = compose_check.overview()
+    assert [r["file"] for r in rows] == [str(p.relative_to(REPO)) for p in compose_check.COMPOSE_FILES]
+    assert all(r["valid"] and r["lint findings"] == 0 for r in rows)
