@@ -12,16 +12,18 @@ QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
 setup: $(STAMP)  ## the kernel's virtualenv (.venv) with requirements.txt, helpers/ importable
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt helpers/venvs.py
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python 3.10+ needed"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first: the CPU build from PyTorch's CPU index where it answers, else what pip finds (warns on CUDA)
+	$(PYTHON) -m helpers.venvs torch $(PY) 2>&1 | ($(QUIET_PIP))
 	$(PY) -m pip install -q -r requirements.txt 2>&1 | ($(QUIET_PIP))
-	$(PY) -c 'import sys, torch; sys.exit("torch must be the CPU build: " + torch.__version__) if torch.version.cuda else None'
 	$(PY) -c 'import site; open(site.getsitepackages()[0] + "/slm_deploy_lab.pth", "w").write("$(CURDIR)\n")'
 	touch $@
 
-lab: setup engine  ## execute every notebook in order with papermill into runs/ (06 needs the Docker engine)
-	$(PY) -m helpers.workbook
+MODEL ?= qwen2.5-coder-0.5b
+lab: setup engine  ## every notebook in order with papermill into runs/ (MODEL=phi4-nano for the fast one)
+	$(PY) -m helpers.workbook --model $(MODEL)
 
 jupyter: setup  ## open JupyterLab on the notebooks
 	$(VENV)/bin/jupyter lab --notebook-dir=$(CURDIR) $(if $(filter 0,$(shell id -u)),--allow-root)

@@ -68,7 +68,22 @@ CHAT_TEMPLATE = (
     "{%- if add_generation_prompt -%}<|assistant|>{%- endif -%}"
 )
 
-_TOOL_CALL_RE = re.compile(re.escape(TOOL_CALL) + r"(.*?)(?:" + re.escape(TOOL_CALL_END) + r"|$)", re.S)
+# A model card's chat template for vLLM may name this template (``LAB_TEMPLATE``): Phi-4-mini's own template
+# reads tools only from the system message, while vLLM passes them as the ``tools`` variable, which this one reads.
+LAB_TEMPLATE = "lab:phi4-native"
+
+
+def template_file() -> str:
+    """``CHAT_TEMPLATE`` as a file (in the lab's cache, named by its content), for ``vllm serve --chat-template``."""
+    import hashlib
+
+    from helpers.paths import cache_dir
+
+    path = cache_dir() / "templates" / f"phi4-native-{hashlib.sha256(CHAT_TEMPLATE.encode()).hexdigest()[:12]}.jinja"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(CHAT_TEMPLATE)
+    return str(path)
 
 
 def compile_template(source: str):
@@ -88,20 +103,30 @@ def compile_template(source: str):
     return env.from_string(source)
 
 
-def render_prompt(template, messages: list[dict], tools: list[dict] | None = None) -> str:
+_SYSTEM_TOOLS = re.compile(r"""message(\[['"]tools['"]\]|\.tools\b|\.get\(['"]tools['"])|['"]tools['"] in message""")
+
+
+def tools_in_system_message(template_source: str) -> bool:
+    """True for templates that read tools from the system message (Phi-4-mini's own: a JSON string
+    under its ``tools`` key) rather than from the ``tools`` variable (transformers' convention)."""
+    return bool(_SYSTEM_TOOLS.search(template_source))
+
+
+def render_prompt(template, messages: list[dict], tools: list[dict] | None = None, system_tools: bool = False) -> str:
     """The prompt text for ``messages`` (dicts with role/content/tool_calls), ready for the assistant.
 
-    Tools are given both ways Phi-4-mini templates read them: the ``tools`` variable
-    (transformers' convention, our template) and a JSON string under the system
-    message's ``tools`` key (Phi-4-mini's own template); a system turn is added if none.
+    Tools go in the ``tools`` variable, as ``apply_chat_template`` passes them; with ``system_tools``
+    (Phi-4-mini's own template) also as a JSON string under the system message's ``tools`` key,
+    a system turn added if there is none.
     """
     if not tools:
         return template.render(messages=messages, add_generation_prompt=True)
     functions = [function_spec(t) for t in tools]
-    if not messages or messages[0]["role"] != "system":
-        messages = [{"role": "system", "content": ""}] + list(messages)
-    messages = [{**messages[0], "tools": json.dumps(functions, ensure_ascii=False)}] + list(messages[1:])
-    return template.render(messages=messages, tools=functions, add_generation_prompt=True)
+    if system_tools:
+        if not messages or messages[0]["role"] != "system":
+            messages = [{"role": "system", "content": ""}] + list(messages)
+        messages = [{**messages[0], "tools": json.dumps(functions, ensure_ascii=False)}] + list(messages[1:])
+    return template.render(messages=messages, tools=tools, add_generation_prompt=True)
 
 
 def function_spec(tool: dict) -> dict:
@@ -115,30 +140,6 @@ def format_tool_calls(calls: list[dict]) -> str:
         '{"name": %s, "arguments": %s}' % (json.dumps(c["name"], ensure_ascii=False), json.dumps(c["arguments"], ensure_ascii=False)) for c in calls
     )
     return f"{TOOL_CALL}[{body}]{TOOL_CALL_END}"
-
-
-def parse_tool_calls(text: str) -> list[dict] | None:
-    """Tool calls in a completion, as ``[{"name": str, "arguments": dict}]``.
-
-    Returns None when the text holds no ``<|tool_call|>`` block; raises
-    ValueError when it holds one that is not a JSON list of name/arguments
-    objects (a malformed call is an error, not plain text).
-    """
-    match = _TOOL_CALL_RE.search(text)
-    if match is None:
-        return None
-    try:
-        calls = json.loads(match.group(1).strip())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"tool call is not valid JSON: {match.group(1)!r}") from err
-    if isinstance(calls, dict):
-        calls = [calls]
-    if not isinstance(calls, list) or not all(
-        isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("arguments", {}), dict)
-        for c in calls
-    ):
-        raise ValueError(f"tool call is not a list of {{name, arguments}} objects: {calls!r}")
-    return [{"name": c["name"], "arguments": c.get("arguments", {})} for c in calls]
 
 
 def openai_tool_calls(calls: list[dict]) -> list[dict]:

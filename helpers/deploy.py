@@ -5,7 +5,9 @@ port, env, volumes, health path, API flavour, limits) and started by either
 
 - ``DockerRuntime``: the Docker SDK for Python (pull with progress or build from
   ``compose/``, run detached on 127.0.0.1 with limits, a GPU only where the daemon
-  has the nvidia runtime, a label on everything), or
+  has the nvidia runtime, a label on everything; where no registry answers, an
+  official image is replaced by a local stand-in built from compose/, labelled as
+  such), or
 - ``LocalRuntime``: a local process (from the backend's own virtualenv where its
   pins conflict with the kernel's), in its own process group, killed with the
   kernel if the kernel dies.
@@ -43,6 +45,20 @@ class DeployError(RuntimeError):
 
 
 @dataclass
+class StandIn:
+    """A local image standing in for an official one where no registry answers (CI machines).
+
+    Built from ``dockerfile`` in a context of ``files`` plus a wheelhouse of ``wheels`` made for the
+    image's Python; ``volumes`` are mounted only into the stand-in (e.g. its local model library).
+    """
+
+    dockerfile: str
+    files: dict[str, Path]
+    wheels: Path | tuple[str, ...]
+    volumes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class BackendSpec:
     """How to run one backend, in a container or as a local process."""
 
@@ -52,6 +68,7 @@ class BackendSpec:
     build_context: Path | None = None  # or built from this folder (a Dockerfile under compose/)
     dockerfile: str | None = None  # path of the Dockerfile inside the build context
     build_files: dict[str, Path] | None = None  # or a context made of just these (name in context -> path)
+    wheels: Path | tuple[str, ...] | None = None  # requirements whose wheelhouse joins the context as wheels/
     command: list[str] = field(default_factory=list)  # container command (args after the image's entrypoint)
     local_command: list[str] | None = None  # argv for LocalRuntime; "{port}" is replaced by the port
     env: dict[str, str] = field(default_factory=dict)
@@ -63,6 +80,9 @@ class BackendSpec:
     gpu: bool = False  # ask for GPUs when the daemon can give them
     shm_size: str | None = None
     user: str | None = None
+    cap_add: list[str] = field(default_factory=list)
+    security_opt: list[str] = field(default_factory=list)
+    standin: StandIn | None = None  # what replaces ``image`` where no registry answers
 
 
 @dataclass
@@ -124,17 +144,19 @@ def wait_for_health(url: str, is_alive, logs, timeout: float, interval: float = 
 
 # ----------------------------------------------------------------------------- docker
 
-def docker_run_kwargs(spec: BackendSpec, image: str, host_port: int, gpu_available: bool) -> dict:
-    """The ``containers.run`` arguments for ``spec``: pure, so tests check them without Docker."""
+def docker_run_kwargs(spec: BackendSpec, image: str, host_port: int, gpu_available: bool,
+                      standin: bool = False) -> dict:
+    """The ``containers.run`` arguments for ``spec`` (``standin``: its local stand-in image runs instead)."""
     from docker.types import DeviceRequest
 
+    volumes = {**spec.volumes, **(spec.standin.volumes if standin else {})}
     kwargs = {
         "image": image, "command": list(spec.command) or None, "detach": True,
         "name": f"{LABEL}-{spec.name}-{host_port}",
         "ports": {f"{spec.port}/tcp": ("127.0.0.1", host_port)},
         "environment": dict(spec.env), "labels": {LABEL: "1", f"{LABEL}.backend": spec.name},
         "volumes": {src: {"bind": dst.removesuffix(":ro"), "mode": "ro" if dst.endswith(":ro") else "rw"}
-                    for src, dst in spec.volumes.items()},
+                    for src, dst in volumes.items()},
     }
     if spec.mem_limit:
         kwargs["mem_limit"] = spec.mem_limit
@@ -144,9 +166,44 @@ def docker_run_kwargs(spec: BackendSpec, image: str, host_port: int, gpu_availab
         kwargs["shm_size"] = spec.shm_size
     if spec.user:
         kwargs["user"] = spec.user
+    if spec.cap_add:
+        kwargs["cap_add"] = list(spec.cap_add)
+    if spec.security_opt:
+        kwargs["security_opt"] = list(spec.security_opt)
     if spec.gpu and gpu_available:
         kwargs["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
     return kwargs
+
+
+def docker_command(kwargs: dict) -> str:
+    """The ``docker run`` command line that does what ``containers.run(**kwargs)`` does (copy-pasteable)."""
+    import shlex
+
+    argv = ["docker", "run", "-d", "--name", kwargs["name"]]
+    for port, (host, host_port) in kwargs["ports"].items():
+        argv += ["-p", f"{host}:{host_port}:{port.split('/')[0]}"]
+    for key, value in kwargs["environment"].items():
+        argv += ["-e", f"{key}={'<your token>' if 'TOKEN' in key else value}"]
+    for src, bind in kwargs["volumes"].items():
+        argv += ["-v", f"{src}:{bind['bind']}" + (":ro" if bind["mode"] == "ro" else "")]
+    flags = {"mem_limit": "--memory", "shm_size": "--shm-size", "user": "--user"}
+    argv += [part for key, flag in flags.items() if key in kwargs for part in (flag, str(kwargs[key]))]
+    if "nano_cpus" in kwargs:
+        argv += ["--cpus", f"{kwargs['nano_cpus'] / 1e9:g}"]
+    argv += [part for cap in kwargs.get("cap_add", []) for part in ("--cap-add", cap)]
+    argv += [part for opt in kwargs.get("security_opt", []) for part in ("--security-opt", opt)]
+    if kwargs.get("device_requests"):
+        argv += ["--gpus", "all"]
+    argv += [part for key, value in kwargs["labels"].items() for part in ("--label", f"{key}={value}")]
+    return shlex.join(argv + [kwargs["image"], *(kwargs["command"] or [])])
+
+
+def local_command(spec: BackendSpec, port: int) -> str:
+    """The shell command that ``LocalRuntime`` runs for ``spec`` (environment first, copy-pasteable)."""
+    import shlex
+
+    argv = [part.replace("{port}", str(port)) for part in spec.local_command]
+    return shlex.join([f"{k}={v}" for k, v in spec.env.items()] + argv)
 
 
 class DockerRuntime:
@@ -154,18 +211,40 @@ class DockerRuntime:
 
     name = "docker"
 
-    def __init__(self, client=None):
+    def __init__(self, client=None, registry: bool | None = None):
+        """``registry``: whether official images can be pulled (default: ask Docker Hub)."""
         import docker
+
+        from helpers.environment import registry_reachable
         self.client = client or docker.from_env()
         self.gpu_available = "nvidia" in self.client.info().get("Runtimes", {})
+        self.registry = registry_reachable() if registry is None else registry
+
+    def uses_standin(self, spec: BackendSpec) -> bool:
+        """True when ``spec``'s official image is neither here nor pullable, so its stand-in runs."""
+        import docker
+
+        if not spec.image or not spec.standin or self.registry:
+            return False
+        try:
+            self.client.images.get(spec.image)
+            return False
+        except docker.errors.ImageNotFound:
+            return True
 
     def ensure_image(self, spec: BackendSpec, progress: bool = True) -> str:
-        """The image for ``spec``: present, pulled (progress bar) or built from its context."""
+        """The image for ``spec``: built from its context, present, pulled (progress bar), or its local stand-in."""
         import docker
         from tqdm.auto import tqdm
 
         if spec.build_context or spec.build_files:
-            return self._build(spec, progress)
+            return self.build(spec.name, spec.dockerfile, spec.build_files, spec.wheels, progress,
+                               context=spec.build_context)
+        if self.uses_standin(spec):
+            print(f"no registry answers: {spec.image} is replaced by a LOCAL STAND-IN image built from "
+                  f"{spec.standin.dockerfile} (labelled {LABEL}.standin-for={spec.image})", flush=True)
+            return self.build(f"{spec.name}-standin", spec.standin.dockerfile, spec.standin.files,
+                               spec.standin.wheels, progress, labels={f"{LABEL}.standin-for": spec.image})
         try:
             self.client.images.get(spec.image)
             return spec.image
@@ -190,9 +269,10 @@ class DockerRuntime:
     def start(self, spec: BackendSpec, timeout: float = 300, host_port: int | None = None,
               progress: bool = True) -> Deployment:
         """Run ``spec`` detached, wait for health; on any failure remove the container and raise."""
+        standin = self.uses_standin(spec)
         image = self.ensure_image(spec, progress)
         host_port = host_port or free_port()
-        container = self.client.containers.run(**docker_run_kwargs(spec, image, host_port, self.gpu_available))
+        container = self.client.containers.run(**docker_run_kwargs(spec, image, host_port, self.gpu_available, standin))
         deployment = Deployment(spec, f"http://127.0.0.1:{host_port}", self, container)
         try:
             deployment.ready_s = wait_for_health(deployment.base_url + spec.health_path, lambda: self._alive(container),
@@ -202,26 +282,37 @@ class DockerRuntime:
             raise
         return deployment
 
-    def _build(self, spec: BackendSpec, progress: bool) -> str:
-        """Build ``spec``'s image (tagged ``slm-deploy-lab/<name>:local``) with a progress bar."""
+    def command(self, spec: BackendSpec, host_port: int = 0) -> str:
+        """The ``docker run`` line this runtime would execute for ``spec`` (nothing is started)."""
+        standin = self.uses_standin(spec)
+        image = (f"{LABEL}/{spec.name}-standin:local" if standin else spec.image) or f"{LABEL}/{spec.name}:local"
+        return docker_command(docker_run_kwargs(spec, image, host_port or spec.port, self.gpu_available, standin))
+
+    def build(self, name: str, dockerfile: str | None, files: dict[str, Path] | None, wheels, progress: bool = True,
+               context: Path | None = None, labels: dict | None = None) -> str:
+        """Build image ``slm-deploy-lab/<name>:local`` (progress bar) from ``files`` plus the wheelhouse of
+        ``wheels`` (made for the image's Python by this machine's pip), or from the folder ``context``."""
         import tempfile
 
         import docker
         from tqdm.auto import tqdm
 
-        tag = f"{LABEL}/{spec.name}:local"
-        kwargs = {"tag": tag, "decode": True, "rm": True, "labels": {LABEL: "1"}, "dockerfile": spec.dockerfile}
+        from helpers import venvs
+
+        tag = f"{LABEL}/{name}:local"
+        kwargs = {"tag": tag, "decode": True, "rm": True, "labels": {LABEL: "1", **(labels or {})},
+                  "dockerfile": dockerfile}
         try:
             self.client.images.get(OFFLINE_BASE)
             kwargs["buildargs"] = {"BASE": OFFLINE_BASE}
         except docker.errors.ImageNotFound:
             pass
-        with tempfile.TemporaryFile() as context:
-            if spec.build_files:
-                _tar_context(spec.build_files, context)
-                kwargs.update(fileobj=context, custom_context=True)
+        with tempfile.TemporaryFile() as archive:
+            if files:
+                _tar_context({**files, **({"wheels": venvs.wheelhouse(wheels, progress)} if wheels else {})}, archive)
+                kwargs.update(fileobj=archive, custom_context=True)
             else:
-                kwargs["path"] = str(spec.build_context)
+                kwargs["path"] = str(context)
             bar = tqdm(desc=f"building {tag}", unit=" steps", disable=not progress)
             for chunk in self.client.api.build(**kwargs):
                 if "error" in chunk:

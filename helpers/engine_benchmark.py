@@ -8,7 +8,7 @@ costs (HTTP, templating, prompt processing) cancel, leaving the cost of each fur
 token, as an inter-token-latency figure does. End-to-end tokens/s ``N / T(N)`` is shown
 too. The engine's target: decode at >= 0.9x the bare loop.
 
-    python -m helpers.engine_benchmark [--model FOLDER] [--tokens 256] [--runs 7]
+    python -m helpers.engine_benchmark [--model phi4-nano] [--tokens 256] [--runs 7]
 """
 from __future__ import annotations
 
@@ -16,8 +16,6 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
-
 import numpy as np
 
 
@@ -36,9 +34,9 @@ def bare_seconds(model, ids: list[int], tokens: int) -> float:
     return time.perf_counter() - start
 
 
-def http_seconds(client, base_url: str, messages: list[dict], tokens: int) -> float:
+def http_seconds(client, base_url: str, model: str, messages: list[dict], tokens: int) -> float:
     """Seconds from sending a streaming request for exactly ``tokens`` tokens to its last chunk."""
-    body = {"model": "phi4-mini", "messages": messages, "temperature": 0, "max_tokens": tokens, "min_tokens": tokens,
+    body = {"model": model, "messages": messages, "temperature": 0, "max_tokens": tokens, "min_tokens": tokens,
             "stream": True, "stream_options": {"include_usage": True}}
     usage = {}
     start = time.perf_counter()
@@ -59,23 +57,24 @@ def rates(seconds_for, tokens: int, runs: int) -> dict:
 
 def main() -> None:
     import httpx
-    import onnxruntime_genai as og
 
-    from helpers import backends, curriculum, deploy, onnx_convert, slm_engine
+    from helpers import backends, curriculum, deploy, models, onnx_convert, slm_engine
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, help="a genai folder (default: phi4-nano's genai-fp32)")
+    parser.add_argument("--model", default="phi4-nano", choices=sorted(models.MODELS), help="whose engine variant")
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
-    folder = args.model or onnx_convert.converted(onnx_convert.source_model("local")[0]) / "genai-fp32"
+    card = models.get(args.model)
+    folder = onnx_convert.converted(card) / card.engine_variant
     messages = [{"role": "user", "content": curriculum.SEED_TRAIN_QUESTION}]
-    ids = slm_engine.Engine(folder, backends.SERVED_NAME, workers=1).render(messages, None)
-    model = og.Model(str(folder))
+    ids = slm_engine.Engine(folder, card.served_name, workers=1).render(messages, None)
+    model = slm_engine.load_genai(folder)  # the engine's thread count, for a fair ratio
     bare = rates(lambda n: bare_seconds(model, ids, n), args.tokens, args.runs)
-    with deploy.LocalRuntime().start(backends.engine_local(folder), timeout=60, progress=False) as server, \
+    spec = backends.get("onnx-engine").spec(card, "local", model_path=folder)
+    with deploy.LocalRuntime().start(spec, timeout=60, progress=False) as server, \
             httpx.Client() as client:  # one keep-alive connection, as a real client holds
-        http = rates(lambda n: http_seconds(client, server.base_url, messages, n), args.tokens, args.runs)
+        http = rates(lambda n: http_seconds(client, server.base_url, card.served_name, messages, n), args.tokens, args.runs)
     print(f"model {folder}\nprompt {len(ids)} tokens; requests of 1 and {args.tokens} tokens, median of {args.runs} "
           f"runs after a warm-up; one stream")
     print(f"{'':28}{'T(1) ms':>9}{'T(N) ms':>9}{'decode tok/s':>14}{'end-to-end tok/s':>18}")

@@ -1,4 +1,5 @@
-"""What this machine offers the lab: Python, memory, disk, Docker, GPU; and which runtime to use."""
+"""What this machine offers the lab: Python, memory, disk, Docker, GPU; which runtime to use; and what
+Phi-4-mini needs per precision (the seed tutorial's resource table, corrected)."""
 from __future__ import annotations
 
 import os
@@ -10,13 +11,20 @@ from dataclasses import asdict, dataclass
 
 from helpers.paths import cache_dir
 
-# The seed tutorial's resource table for Phi-4-mini (GB): min RAM, recommended RAM, disk.
-RESOURCE_PROFILES = {
-    "development": {"min_ram": 6, "recommended_ram": 8, "disk": 8, "gpu": False},
-    "production CPU": {"min_ram": 8, "recommended_ram": 12, "disk": 10, "gpu": False},
-    "production GPU": {"min_ram": 6, "recommended_ram": 8, "disk": 8, "gpu": True},
-    "edge-optimised (quantised)": {"min_ram": 4, "recommended_ram": 6, "disk": 6, "gpu": False},
+# The seed tutorial's resource table for Phi-4-mini (GB), as printed: it never says which precision,
+# and its GPU profile's 4-6 GB of VRAM cannot hold the 7.7 GB of bf16 weights.
+SEED_RESOURCES = {
+    "development": {"RAM": "6-8 GB", "disk": "8 GB"},
+    "production CPU": {"RAM": "8-12 GB", "disk": "10 GB"},
+    "production GPU": {"RAM": "6-8 GB", "disk": "8 GB", "VRAM": "4-6 GB"},
+    "edge-optimised (quantised)": {"RAM": "4-6 GB", "disk": "6 GB"},
 }
+# Bytes per weight by precision; Q4_K_M's is Ollama's phi4-mini file (2.5 GB) over its 3.84B weights.
+PRECISIONS = {"fp32": 4.0, "bf16 (vLLM GPU, transformers)": 2.0, "Q8_0 (llama.cpp)": 8.5 / 8,
+              "Q4_K_M (Ollama's phi4-mini)": 2.5e9 / 3.84e9}
+RUN_OVERHEAD_GB = 1.5  # KV cache for 4K tokens (~0.5 GB in bf16) and the runtime itself
+
+
 RUNTIMES = ("local", "docker")
 
 
@@ -34,6 +42,7 @@ class Environment:
     nvidia_runtime: bool
     gpus: list[str]
     registry: bool = False  # Docker Hub answers: official images can be pulled
+    gpu_memory_gb: float = 0.0  # the largest GPU's memory (0 without a GPU)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -57,6 +66,12 @@ def docker_status(timeout: float = 5.0) -> tuple[str | None, bool, str | None]:
         return client.version().get("Version"), "nvidia" in info.get("Runtimes", {}), None
     except Exception as err:  # no SDK, no socket, daemon down: all mean "no Docker here"
         return None, False, f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+
+
+def gpu_memory_gb(gpus: list[str]) -> float:
+    """The largest memory among nvidia-smi's ``name, 81559 MiB`` lines, in GB."""
+    sizes = [float(line.rsplit(",", 1)[1].split()[0]) * 2**20 / 1e9 for line in gpus if "MiB" in line]
+    return round(max(sizes, default=0.0), 1)
 
 
 def nvidia_gpus() -> list[str]:
@@ -88,34 +103,33 @@ def check_environment() -> Environment:
 
     mem = psutil.virtual_memory()
     version, nvidia, error = docker_status()
+    gpus = nvidia_gpus()
     return Environment(
         python=sys.version.split()[0], platform=platform.platform(), cpus=os.cpu_count() or 1,
         ram_gb=round(mem.total / 2**30, 1), ram_available_gb=round(mem.available / 2**30, 1),
         disk_free_gb=round(shutil.disk_usage(cache_dir()).free / 2**30, 1), cpu_flags=_cpu_flags(),
-        docker=version, docker_error=error, nvidia_runtime=nvidia, gpus=nvidia_gpus(),
-        registry=bool(version) and registry_reachable(),
+        docker=version, docker_error=error, nvidia_runtime=nvidia, gpus=gpus,
+        registry=bool(version) and registry_reachable(), gpu_memory_gb=gpu_memory_gb(gpus),
     )
 
 
-def profile_fit(env: Environment) -> dict[str, str]:
-    """For each of the seed's deployment profiles: 'recommended', 'minimum', or what is missing."""
-    verdicts = {}
-    for name, need in RESOURCE_PROFILES.items():
-        missing = []
-        if need["gpu"] and not env.gpus:
-            missing.append("no GPU")
-        if env.ram_gb < need["min_ram"]:
-            missing.append(f"RAM {env.ram_gb} < {need['min_ram']} GB")
-        if env.disk_free_gb < need["disk"]:
-            missing.append(f"disk {env.disk_free_gb} < {need['disk']} GB")
-        verdicts[name] = ("; ".join(missing) if missing
-                          else "recommended" if env.ram_gb >= need["recommended_ram"] else "minimum")
-    return verdicts
+def precision_table(card, env: Environment) -> list[dict]:
+    """What ``card`` needs per precision (weights from its parameter count, plus KV cache and runtime to
+    run it), and whether this machine's RAM and GPU memory hold it."""
+    rows = []
+    for precision, nbytes in PRECISIONS.items():
+        weights = card.parameters * nbytes / 1e9
+        need = weights + RUN_OVERHEAD_GB
+        rows.append({"precision": precision, "weights GB": round(weights, 1), "RAM or VRAM to run, GB": round(need, 1),
+                     "fits this RAM": "yes" if env.ram_gb >= need else f"no ({env.ram_gb} GB)",
+                     "fits this GPU": ("yes" if env.gpu_memory_gb >= need else f"no ({env.gpu_memory_gb} GB)")
+                     if env.gpus else "no GPU"})
+    return rows
 
 
 def resolve_runtime(requested: str, env: Environment) -> str:
     """``requested`` ('local', 'docker' or 'auto'); 'auto' means docker when a daemon answers and
-    Docker Hub is reachable (the docker runtime pulls official images and Phi-4-mini), else local.
+    Docker Hub is reachable (the docker runtime pulls the official images), else local.
 
     The embedded default of the workbook and CI is 'local' (passed explicitly).
     """
@@ -135,6 +149,5 @@ def describe(env: Environment) -> str:
             ("Docker daemon", env.docker or f"not reachable — {env.docker_error}"),
             ("Docker Hub", "reachable" if env.registry else "not reachable"),
             ("NVIDIA runtime in Docker", env.nvidia_runtime), ("GPUs", ", ".join(env.gpus) or "none")]
-    rows += [(f"profile: {name}", verdict) for name, verdict in profile_fit(env).items()]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -4,12 +4,13 @@ The converter is llama.cpp's ``convert_hf_to_gguf.py`` with its own ``conversion
 ``gguf-py``, taken from the llama-cpp-python sdist on PyPI (the PyPI ``gguf`` package
 does not match it). Only the converter is used: nothing is compiled.
 
-Pitfalls for a custom BPE tokenizer (FINDINGS.md), handled here: the converter
-recognises pre-tokenizers by hashing the tokens of a probe text, and a locally
-trained vocabulary matches none, so ``get_vocab_base_pre`` is told it is GPT-2's
-(which it is: byte-level BPE, GPT-2 pre-tokenizer); the tokenizer config names
-``GPT2Tokenizer``; and the model name must not contain "phi3" (llama.cpp would look
-up SentencePiece tokens such as ``</s>`` that a BPE vocabulary lacks).
+Pitfalls for a locally trained BPE tokenizer (phi4-nano's), handled with ``custom_bpe``: the
+converter recognises pre-tokenizers by hashing the tokens of a probe text, and a locally
+trained vocabulary matches none, so ``get_vocab_base_pre`` is told it is GPT-2's (which it
+is: byte-level BPE, GPT-2 pre-tokenizer); the tokenizer config names ``GPT2Tokenizer``;
+and the model name must not contain "phi3" (llama.cpp would look up SentencePiece tokens
+such as ``</s>`` that a BPE vocabulary lacks). A published checkpoint's tokenizer is
+recognised by its hash and needs none of this.
 """
 from __future__ import annotations
 
@@ -30,11 +31,11 @@ OUTTYPES = ("f16", "q8_0")
 
 _RUN_CONVERTER = """
 import runpy, sys
-root = sys.argv.pop(1)
+root, custom_bpe = sys.argv.pop(1), sys.argv.pop(1) == "1"
 sys.path[:0] = [root, root + "/gguf-py"]
 import conversion.base as base
-# a locally trained byte-level BPE with GPT-2's pre-tokenizer: no probe-text hash will match it
-base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "gpt-2"
+if custom_bpe:  # a locally trained byte-level BPE with GPT-2's pre-tokenizer: no probe-text hash matches it
+    base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "gpt-2"
 sys.argv[0] = root + "/convert_hf_to_gguf.py"
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
@@ -62,33 +63,36 @@ def converter_dir() -> Path:
     return build_once(cache_dir() / "llama-cpp-convert" / LLAMA_CPP_PYTHON, fetch, done="READY")
 
 
-def convert(src: Path, out: Path, outtype: str, name: str) -> Path:
+def convert(src: Path, out: Path, outtype: str, name: str, custom_bpe: bool = False) -> Path:
     """``src`` (a Hugging Face folder) as a GGUF file of ``outtype``."""
-    if "phi3" in name.lower():
+    if custom_bpe and "phi3" in name.lower():
         raise ValueError("a GGUF model name containing 'phi3' makes llama.cpp expect SentencePiece tokens")
-    result = subprocess.run([sys.executable, "-c", _RUN_CONVERTER, str(converter_dir()), str(src), "--outtype", outtype,
+    result = subprocess.run([sys.executable, "-c", _RUN_CONVERTER, str(converter_dir()), "1" if custom_bpe else "0",
+                             str(src), "--outtype", outtype,
                              "--outfile", str(out), "--model-name", name], capture_output=True, text=True)
     if result.returncode:
         raise RuntimeError(f"convert_hf_to_gguf ({outtype}) failed:\n{result.stderr[-2500:]}")
     return out
 
 
-def converted(src: Path, name: str) -> dict[str, Path]:
-    """GGUF files of ``src`` for every type in OUTTYPES, cached by content."""
-    key = content_key({"llama-cpp-python": LLAMA_CPP_PYTHON, "outtypes": OUTTYPES, "name": name},
+def converted(src: Path, name: str, custom_bpe: bool = False, outtypes: tuple[str, ...] = OUTTYPES) -> dict[str, Path]:
+    """GGUF files of ``src`` for every type in ``outtypes``, cached by content."""
+    key = content_key({"llama-cpp-python": LLAMA_CPP_PYTHON, "outtypes": outtypes, "name": name, "custom_bpe": custom_bpe},
                       [Path(__file__), *sorted(p for p in src.iterdir() if p.is_file())])
 
     def build(tmp: Path) -> None:
-        for outtype in OUTTYPES:
-            convert(src, tmp / f"{name}-{outtype}.gguf", outtype, name)
+        for outtype in outtypes:
+            convert(src, tmp / f"{name}-{outtype}.gguf", outtype, name, custom_bpe)
         (tmp / "READY").touch()
 
     folder = build_once(cache_dir() / "gguf" / key, build, done="READY")
-    return {outtype: folder / f"{name}-{outtype}.gguf" for outtype in OUTTYPES}
+    return {outtype: folder / f"{name}-{outtype}.gguf" for outtype in outtypes}
 
 
 # ----------------------------------------------------------------------------- reading GGUF metadata
 
+# token types (llama.cpp's llama_token_type): which vocabulary entries are added tokens
+CONTROL, USER_DEFINED = 3, 4
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _STRING, _ARRAY = 8, 9
 FILE_TYPES = {0: "F32", 1: "F16", 7: "Q8_0", 15: "Q4_K_M", 2: "Q4_0", 32: "BF16"}  # llama_ftype values

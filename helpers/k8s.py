@@ -18,9 +18,19 @@ from helpers.paths import REPO
 
 MANIFESTS = REPO / "compose" / "k8s" / "engine.yaml"
 DEFAULTS = {"namespace": "slm-lab", "image": "slm-deploy-lab/onnx-engine:local", "replicas": 2, "max_replicas": 6,
-            "variant": "genai-int4", "cpu": "1", "memory": "2Gi", "models_storage": "10Gi"}
+            "variant": "genai-int4", "served_name": "phi4-mini", "context": 4096, "cpu": "1", "memory": "8Gi",
+            "models_storage": "10Gi"}
 KINDS = {("v1", "Namespace"), ("v1", "PersistentVolumeClaim"), ("v1", "Service"), ("apps/v1", "Deployment"),
          ("autoscaling/v2", "HorizontalPodAutoscaler")}
+
+
+def values_for(card, replicas: int) -> dict:
+    """The template's values for model ``card``: its variant, served name, context, memory and storage."""
+    from helpers.backends import memory_limit
+
+    return {"replicas": replicas, "variant": card.engine_variant, "served_name": card.served_name,
+            "context": card.context, "memory": memory_limit(card.needs["onnx"].ram).replace("g", "Gi"),
+            "models_storage": f"{max(1, round(card.needs['onnx'].disk * 2))}Gi"}
 
 
 def render(values: dict | None = None, template: Path = MANIFESTS) -> list[dict]:

@@ -30,12 +30,16 @@ def load_solution(lab: str, namespace: dict) -> None:
 
 
 class SelfCheck:
-    def __init__(self, lab: str, summary_dir=None, **parameters):
-        self.summary = Summary(lab, summary_dir, **parameters)
+    def __init__(self, summary: Summary):
+        self.summary = summary
         self.results: list[tuple[str, bool, str]] = []
 
-    def expect(self, goal: str, test, hint: str) -> bool:
-        """Run ``test()`` (True/False, or (ok, detail)); a TODO or an error is a failed goal with ``hint``."""
+    def expect(self, goal: str, test, hint: str, soft: bool = False) -> bool:
+        """Run ``test()`` (True/False, or (ok, detail)); a TODO or an error is a failed goal with ``hint``.
+
+        ``soft``: a goal that depends on the model's answer rather than the learner's code (a real model may
+        get it wrong with a correct solution); it is reported, and recorded as a score.
+        """
         try:
             outcome = test()
             ok, detail = outcome if isinstance(outcome, tuple) else (bool(outcome), "")
@@ -44,7 +48,7 @@ class SelfCheck:
         except Exception as err:  # the learner's code raised: say what, keep checking
             ok, detail = False, f"{type(err).__name__}: {str(err)[:300]}"
         self.results.append((goal, ok, detail if ok else f"{detail} → {hint}" if detail else hint))
-        self.summary.note(goal, ok, str(detail), hint=hint)
+        self.summary.note(goal, ok, str(detail), hint=hint, soft=soft)
         return ok
 
     def report(self) -> bool:

@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import re
 import shutil
 import threading
@@ -40,8 +41,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from helpers import gguf_files
-from helpers.chat_format import (SPECIAL_TOKENS, TOOL_CALL, compile_template, openai_tool_calls, parse_tool_calls,
-                                  render_prompt)
+from helpers.chat_format import compile_template, openai_tool_calls, render_prompt, tools_in_system_message
+from helpers.tool_formats import PHI4_END, PHI4_START, StreamSplitter
 
 VERSION = "0.0.0-standin"
 
@@ -57,7 +58,7 @@ OPTION_TYPES = {
 DEFAULT_OPTIONS = {"num_ctx": 4096, "num_predict": -1, "temperature": 0.8, "top_k": 40, "top_p": 0.9, "min_p": 0.0,
                    "repeat_penalty": 1.1, "repeat_last_n": 64, "seed": -1}
 LOAD_OPTIONS = ("num_ctx", "num_thread", "num_batch")  # changing these reloads the runner, as in Ollama
-TYPE_NAMES = {int: "integer", float: "float", bool: "boolean", list: "array of strings"}
+TYPE_NAMES = {int: "integer", float: "float32", bool: "boolean", list: "array"}  # api.Options.FromMap's words
 MEDIA = {"model": "application/vnd.ollama.image.model", "system": "application/vnd.ollama.image.system",
          "params": "application/vnd.ollama.image.params", "template": "application/vnd.ollama.image.template"}
 
@@ -92,7 +93,9 @@ def _type_ok(kind: type, value) -> bool:
 
 
 def check_options(options) -> dict:
-    """Options with Ollama's type checks: a wrong type is a 400, an unknown key is ignored (and logged)."""
+    """Options with Ollama's type checks (api.Options.FromMap): an unknown key is ignored (and logged); a
+    wrong type is an error that Ollama's handlers answer with 500 (handleScheduleError's default branch,
+    v0.18.2), so the stand-in does too."""
     if options is None:
         return {}
     if not isinstance(options, dict):
@@ -106,7 +109,7 @@ def check_options(options) -> dict:
         if kind is list and isinstance(value, str):  # Ollama accepts a single stop string too
             value = [value]
         if not _type_ok(kind, value):
-            raise OllamaError(400, f'option "{key}" must be of type {TYPE_NAMES[kind]}')
+            raise OllamaError(500, f'option "{key}" must be of type {TYPE_NAMES[kind]}')
         checked[key] = int(value) if kind is int else value
     return checked
 
@@ -300,42 +303,6 @@ def llama_request(prompt: str, options: dict, fmt) -> dict:
     return request
 
 
-class TextSplitter:
-    """Splits streamed model text into visible content and a tool-call block (held back until complete)."""
-
-    def __init__(self, tools: bool):
-        self.tools, self.buffer, self.tool_text = tools, "", None
-
-    def feed(self, piece: str) -> str:
-        if self.tool_text is not None:
-            self.tool_text += piece
-            return ""
-        self.buffer += piece
-        if self.tools and TOOL_CALL in self.buffer:
-            before, _, after = self.buffer.partition(TOOL_CALL)
-            self.tool_text, self.buffer = TOOL_CALL + after, ""
-            return _visible(before)
-        keep = max((n for token in SPECIAL_TOKENS for n in range(1, len(token)) if self.buffer.endswith(token[:n])),
-                   default=0)  # a special token may be arriving in pieces
-        out, self.buffer = self.buffer[:len(self.buffer) - keep], self.buffer[len(self.buffer) - keep:]
-        return _visible(out)
-
-    def finish(self) -> tuple[str, list[dict]]:
-        rest, calls = _visible(self.buffer), []
-        if self.tool_text is not None:
-            try:
-                calls = parse_tool_calls(self.tool_text) or []
-            except ValueError:  # a malformed call stays visible as text, as Ollama leaves it in content
-                rest += _visible(self.tool_text)
-        return rest, calls
-
-
-def _visible(text: str) -> str:
-    for token in SPECIAL_TOKENS:
-        text = text.replace(token, "")
-    return text
-
-
 @dataclass
 class Outcome:
     content: str
@@ -349,23 +316,37 @@ class Service:
 
     def __init__(self, store: Store, library: Path, parallel: int = 2):
         self.store, self.library, self.runners = store, library, Runners(parallel)
-        self.templates: dict[Path, object] = {}
+        self.templates: dict[tuple, tuple] = {}
+        self.hidden: dict[Path, tuple[str, ...]] = {}
 
-    def template_for(self, model: Model, override: str | None = None):
-        if override:
-            return compile_template(override)
-        if model.gguf not in self.templates:
-            source = model.template or gguf_files.read_metadata(model.gguf).get("tokenizer.chat_template", "")
+    def render(self, model: Model, messages: list[dict], tools: list[dict], override: str | None = None) -> str:
+        """The prompt for ``messages`` by the model's Jinja chat template (or ``override``)."""
+        key = (model.gguf, model.template, override)
+        if key not in self.templates:
+            source = override or model.template or gguf_files.read_metadata(model.gguf).get("tokenizer.chat_template", "")
             if not source:
                 raise OllamaError(400, f"{model.name} has no chat template")
-            self.templates[model.gguf] = compile_template(source)
-        return self.templates[model.gguf]
+            self.templates[key] = (compile_template(source), tools_in_system_message(source))
+        template, system_tools = self.templates[key]
+        return render_prompt(template, messages, tools, system_tools)
 
-    async def run(self, model: Model, prompt: str, options: dict, fmt, keep_alive: float, tools: bool, on_text=None) -> Outcome:
-        """Generate for ``prompt`` on the model's runner; ``on_text(piece)`` receives visible text as it streams."""
+    def hidden_tokens(self, model: Model) -> tuple[str, ...]:
+        """The GGUF's control tokens, never shown in an answer (Phi-4's tool-call markers are parsed instead)."""
+        if model.gguf not in self.hidden:
+            meta = gguf_files.read_metadata(model.gguf, arrays=True)
+            self.hidden[model.gguf] = tuple(
+                t for t, kind in zip(meta.get("tokenizer.ggml.tokens", []), meta.get("tokenizer.ggml.token_type", []))
+                if kind == gguf_files.CONTROL and t not in (PHI4_START, PHI4_END))
+        return self.hidden[model.gguf]
+
+    async def run(self, model: Model, prompt: str, options: dict, fmt, keep_alive: float, tool_names: list[str] | None,
+                  on_text=None) -> Outcome:
+        """Generate for ``prompt`` on the model's runner; ``on_text(piece)`` receives visible text as it streams.
+        ``tool_names``: the offered tools (a call is held back and parsed), or None."""
         start = time.perf_counter()
         runner, load_s = await asyncio.to_thread(self.runners.acquire, model, options, keep_alive)
-        splitter, loop, queue = TextSplitter(tools), asyncio.get_running_loop(), asyncio.Queue()
+        splitter = StreamSplitter(tool_names, hidden=self.hidden_tokens(model))
+        loop, queue = asyncio.get_running_loop(), asyncio.Queue()
         collected: list[str] = []
         if on_text is None:  # not streaming: collect the visible text
             async def on_text(piece):
@@ -402,7 +383,8 @@ class Service:
         if error:
             message = error.get("message", str(error)) if isinstance(error, dict) else str(error)
             raise OllamaError(400 if "context" in message or "invalid" in message.lower() else 500, message)
-        rest, calls = splitter.finish()
+        parsed = splitter.finish()
+        rest, calls = parsed.content, parsed.calls or []
         if rest:
             await on_text(rest)
         timings, usage = final.get("timings", {}), final.get("usage", {})
@@ -699,7 +681,8 @@ def create_app(service: Service) -> FastAPI:
         if body.get("raw") and not chat:
             prompt_text = body.get("prompt")
         else:
-            prompt_text = render_prompt(service.template_for(model, body.get("template")), messages, tools)
+            prompt_text = service.render(model, messages, tools, body.get("template"))
+        tool_names = [t["function"]["name"] for t in tools] or None
         fmt = body.get("format")
 
         def pack(text: str = "", calls=None) -> dict:
@@ -711,13 +694,13 @@ def create_app(service: Service) -> FastAPI:
             return {**base, "response": text}
 
         if not stream:
-            outcome = await service.run(model, prompt_text, options, fmt, keep, bool(tools))
+            outcome = await service.run(model, prompt_text, options, fmt, keep, tool_names)
             return {**pack(outcome.content, outcome.tool_calls), "done_reason": outcome.done_reason, "done": True,
                     **outcome.stats}
 
         async def chunks():
             async for kind, value in _pieces(lambda on_text: service.run(model, prompt_text, options, fmt, keep,
-                                                                         bool(tools), on_text)):
+                                                                         tool_names, on_text)):
                 if kind == "text":
                     yield {**pack(value), "done": False}
                 elif kind == "error":
@@ -756,13 +739,14 @@ def create_app(service: Service) -> FastAPI:
             options = service.options_for(model, options)
             tools = _tools(body.get("tools"))
             messages = _messages([_from_openai(m) for m in body.get("messages") or []], model.system)
-            prompt_text = render_prompt(service.template_for(model), messages, tools)
+            prompt_text = service.render(model, messages, tools)
+            tool_names = [t["function"]["name"] for t in tools] or None
         except OllamaError as err:
             return JSONResponse({"error": {"message": err.message, "type": "invalid_request_error", "param": None,
                                            "code": None}}, status_code=err.status)
         rid, created = f"chatcmpl-{uuid.uuid4().int % 1000}", int(time.time())
         if not body.get("stream"):
-            outcome = await service.run(model, prompt_text, options, None, 300.0, bool(tools))
+            outcome = await service.run(model, prompt_text, options, None, 300.0, tool_names)
             message = {"role": "assistant", "content": outcome.content}
             if outcome.tool_calls:
                 message["tool_calls"] = openai_tool_calls(outcome.tool_calls)
@@ -779,7 +763,7 @@ def create_app(service: Service) -> FastAPI:
                                               "model": model.name, "system_fingerprint": "fp_ollama",
                                               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}) + "\n\n"
             async for kind, value in _pieces(lambda on_text: service.run(model, prompt_text, options, None, 300.0,
-                                                                         bool(tools), on_text)):
+                                                                         tool_names, on_text)):
                 if kind == "text":
                     yield chunk({"role": "assistant", "content": value})
                 elif kind == "error":
@@ -827,8 +811,12 @@ def publish(library: Path, name: str, gguf: Path, params: dict | None = None, sy
     folder = library / repo / tag
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / "model.gguf"
-    if not target.exists() or target.stat().st_size != gguf.stat().st_size:
-        shutil.copy2(gguf, target)
+    if not target.exists() or not target.samefile(gguf):
+        target.unlink(missing_ok=True)
+        try:  # a hard link: no second copy, and unlike a symlink it resolves inside a container's mount
+            os.link(gguf, target)
+        except OSError:  # another filesystem
+            shutil.copy2(gguf, target)
     if params:
         (folder / "params.json").write_text(json.dumps(params))
     if system:

@@ -22,7 +22,7 @@ from pathlib import Path
 from helpers.paths import build_once, cache_dir, content_key
 
 # Files that travel with every variant (tokenizer, chat template, configs).
-MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "LICENSE", "PROVENANCE.md",
                "special_tokens_map.json", "chat_template.jinja")
 
 
@@ -126,17 +126,22 @@ def folder_size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.iterdir() if p.suffix in (".onnx", ".data") or p.name.endswith(".onnx.data"))
 
 
-def conversion_key(src: Path) -> str:
-    """Content hash of the source model, the converter versions and this file."""
+def conversion_key(src: Path, variants: tuple[str, ...]) -> str:
+    """Hash of the source folder (itself content-addressed: its path and file sizes), the variants,
+    the converter versions and this file."""
     from importlib.metadata import version
 
     versions = {pkg: version(pkg) for pkg in ("optimum", "optimum-onnx", "onnx", "onnxruntime", "onnxruntime-genai")}
-    return content_key({**versions, "flags": int8_settings(cpu_flags())},
-                       [Path(__file__), *sorted(p for p in src.iterdir() if p.is_file())])
+    files = {p.name: p.stat().st_size for p in sorted(src.iterdir()) if p.is_file()}
+    return content_key({**versions, "flags": int8_settings(cpu_flags()), "source": str(src), "files": files,
+                        "variants": list(variants)}, [Path(__file__)])
 
 
-def convert(src: Path, out: Path, progress: bool = True) -> dict:
-    """Every variant of ``src`` into ``out/<variant>``; returns what happened to each (seconds or error)."""
+def convert(src: Path, out: Path, variants: tuple[str, ...], published: Path | None = None, progress: bool = True) -> dict:
+    """``variants`` of ``src`` into ``out/<variant>``; returns what happened to each (seconds or error).
+
+    ``published``: a publisher's genai int4 build, taken as ``genai-int4`` instead of building one.
+    """
     from tqdm.auto import tqdm
 
     settings = int8_settings(cpu_flags())
@@ -145,11 +150,12 @@ def convert(src: Path, out: Path, progress: bool = True) -> dict:
         "optimum-o2": lambda o: optimize_graph(out / "optimum-fp32", o),
         "optimum-int8": lambda o: quantize_int8(out / "optimum-o2", o, settings),
         "genai-fp32": lambda o: build_genai(src, o, "fp32", out / ".builder-cache"),
-        "genai-int4": lambda o: build_genai(src, o, "int4", out / ".builder-cache"),
+        "genai-int4": (lambda o: shutil.copytree(published, o)) if published else
+                      (lambda o: build_genai(src, o, "int4", out / ".builder-cache")),
         "genai-int8": lambda o: build_genai(src, o, "int8", out / ".builder-cache"),
     }
     log = {"int8": settings, "variants": {}}
-    bar = tqdm(VARIANTS, desc="converting", disable=not progress)
+    bar = tqdm([v for v in VARIANTS if v.name in variants], desc="converting", disable=not progress)
     for variant in bar:
         bar.set_postfix_str(variant.name)
         start = time.perf_counter()
@@ -165,25 +171,13 @@ def convert(src: Path, out: Path, progress: bool = True) -> dict:
     return log
 
 
-def converted(src: Path, progress: bool = True) -> Path:
-    """The cached ONNX folder of ``src`` (all variants), converted first if missing."""
-    return build_once(cache_dir() / "onnx" / conversion_key(src), lambda tmp: convert(src, tmp, progress),
-                      done="conversion.json")
+def converted(card, progress: bool = True) -> Path:
+    """The cached ONNX folder of model ``card`` (the variants its card lists), converted first if missing."""
+    src = card.hf_folder(progress)
+    published = card.source.published_onnx() if getattr(card.source, "onnx_repo", None) else None
+    return build_once(cache_dir() / "onnx" / conversion_key(src, card.onnx_variants),
+                      lambda tmp: convert(src, tmp, card.onnx_variants, published, progress), done="conversion.json")
 
 
 def conversion_log(folder: Path) -> dict:
     return json.loads((folder / "conversion.json").read_text())
-
-
-def source_model(runtime: str) -> tuple[Path, str]:
-    """The Hugging Face folder to convert and its description: Phi-4-mini from the Hub in the
-    docker runtime (a learner's machine), phi4-nano (built locally) in the local runtime."""
-    if runtime == "docker":
-        from huggingface_hub import snapshot_download
-
-        from helpers.backends import PHI4_MINI
-        return Path(snapshot_download(PHI4_MINI)), PHI4_MINI
-    from helpers import phi4_nano
-
-    folder = phi4_nano.model_dir()
-    return folder, f"phi4-nano ({folder.name})"

@@ -1,12 +1,12 @@
-"""Compare every ONNX variant with the PyTorch model it came from.
+"""Compare every ONNX variant of a model with the PyTorch model it came from.
 
 Each variant (and PyTorch itself) is measured in a fresh subprocess, so its load
 time and peak memory are its own: full-prompt logits on a fixed prompt set, then
 up to ``new_tokens`` greedy tokens per prompt, and ``new_tokens`` forced tokens
 timed for decode speed. The parent compares with PyTorch: max |Δlogit| on prompts
-within ``original_max_position_embeddings`` and on the long one, argmax agreement
-over all prompt positions, and the share of greedy tokens that match before the
-first difference.
+within ``original_max_position_embeddings`` and (for longrope models) on a long one,
+argmax agreement over all prompt positions, and the share of greedy tokens that
+match before the first difference.
 """
 from __future__ import annotations
 
@@ -22,19 +22,22 @@ import numpy as np
 from helpers import curriculum
 from helpers.onnx_convert import VARIANTS, conversion_log
 
-# Measured in this order; "pytorch" is the reference.
+# How each is loaded; measured in this order, "pytorch" (the reference) first.
 KINDS = {"pytorch": "pytorch", **{v.name: v.kind for v in VARIANTS}}
 
 
-def prompt_set(tokenizer, switch: int) -> list[dict]:
-    """Chat prompts from the seed plus one longer than ``switch`` (original_max_position_embeddings)."""
+def prompt_set(tokenizer, switch: int | None) -> list[dict]:
+    """Chat prompts from the seed, plus for a longrope model one longer than ``switch``
+    (original_max_position_embeddings), where longrope changes its factors."""
     chats = [[{"role": "user", "content": curriculum.SEED_TRAIN_QUESTION}],
              [{"role": "user", "content": curriculum.SEED_CODE_PROMPT}],
              [{"role": "user", "content": curriculum.SEED_TOOL_PROMPT}]]
     prompts = [{"name": name, "ids": tokenizer.apply_chat_template(chat, add_generation_prompt=True,
                                                                    **({"tools": [curriculum.CIRCLE_TOOL]} if name == "tool call" else {}))}
                for name, chat in zip(("reasoning", "coding", "tool call"), chats)]
-    filler = " ".join(f"Note {i}: the train left the station at {i % 12 + 1} o'clock." for i in range(400))
+    if not switch:
+        return prompts
+    filler = " ".join(f"Note {i}: the train left the station at {i % 12 + 1} o'clock." for i in range(4 * switch // 10))
     long_ids = tokenizer.apply_chat_template([{"role": "system", "content": filler},
                                               {"role": "user", "content": curriculum.SEED_TRAIN_QUESTION}],
                                              add_generation_prompt=True)
@@ -54,7 +57,7 @@ def _hf_style(model):
     def logits_of(ids):
         x = torch.tensor([ids])
         with torch.no_grad():
-            return model(input_ids=x, attention_mask=torch.ones_like(x)).logits[0].numpy()
+            return model(input_ids=x, attention_mask=torch.ones_like(x)).logits[0].float().numpy()
 
     def greedy(ids, n, force):
         x = torch.tensor([ids])
@@ -64,13 +67,14 @@ def _hf_style(model):
     return logits_of, greedy
 
 
-def _load_pytorch(folder: Path):
-    from transformers import Phi3ForCausalLM
+def _load_pytorch(folder: Path, dtype: str = "float32"):
+    import torch
+    from transformers import AutoModelForCausalLM
 
-    return _hf_style(Phi3ForCausalLM.from_pretrained(folder).eval())
+    return _hf_style(AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).eval())
 
 
-def _load_optimum(folder: Path):
+def _load_optimum(folder: Path, dtype: str = "float32"):
     from optimum.onnxruntime import ORTModelForCausalLM
 
     model = ORTModelForCausalLM.from_pretrained(folder, use_cache=True)
@@ -79,10 +83,12 @@ def _load_optimum(folder: Path):
     return _hf_style(model)
 
 
-def _load_genai(folder: Path):
+def _load_genai(folder: Path, dtype: str = "float32"):
     import onnxruntime_genai as og
 
-    model = og.Model(str(folder))
+    from helpers.slm_engine import load_genai
+
+    model = load_genai(folder)  # as many threads as PyTorch uses here, as the engine does
 
     def start(ids, n, force):
         params = og.GeneratorParams(model)
@@ -106,11 +112,11 @@ def _load_genai(folder: Path):
 LOADERS = {"pytorch": _load_pytorch, "optimum": _load_optimum, "genai": _load_genai}
 
 
-def _measure(kind: str, folder: Path, prompts_file: Path, out: Path, new_tokens: int) -> None:
+def _measure(kind: str, folder: Path, prompts_file: Path, out: Path, new_tokens: int, dtype: str) -> None:
     """Subprocess body: run one variant, save logits/tokens/timings to ``out`` (.npz + .json)."""
     prompts = json.loads(prompts_file.read_text())
     start = time.perf_counter()
-    logits_of, greedy = LOADERS[kind](folder)
+    logits_of, greedy = LOADERS[kind](folder, dtype)
     load_s = time.perf_counter() - start
     logits = [logits_of(ids).astype(np.float32) for ids in prompts]
     tokens = [greedy(ids, new_tokens, force=False) for ids in prompts]
@@ -135,14 +141,14 @@ def _peak_rss_mb() -> float:
 
 # ----------------------------------------------------------------------------- comparison (in the kernel)
 
-def measure(kind: str, folder: Path, prompts: list[dict], work: Path, new_tokens: int) -> dict:
+def measure(kind: str, folder: Path, prompts: list[dict], work: Path, new_tokens: int, dtype: str = "float32") -> dict:
     """Run one variant in a fresh Python; returns its timings, tokens and logits (or an error)."""
     work.mkdir(parents=True, exist_ok=True)
     prompts_file = work / "prompts.json"
     prompts_file.write_text(json.dumps([p["ids"] for p in prompts]))
     out = work / folder.name
     result = subprocess.run([sys.executable, "-m", "helpers.onnx_parity", kind, str(folder), str(prompts_file),
-                             str(out), str(new_tokens)], capture_output=True, text=True)
+                             str(out), str(new_tokens), dtype], capture_output=True, text=True)
     if result.returncode != 0:
         last = [line for line in result.stderr.strip().splitlines() if line.strip()][-1:] or ["(no output)"]
         return {"error": last[0][:300]}
@@ -152,10 +158,11 @@ def measure(kind: str, folder: Path, prompts: list[dict], work: Path, new_tokens
     return data
 
 
-def compare(reference: dict, variant: dict, switch: int) -> dict:
+def compare(reference: dict, variant: dict, switch: int | None) -> dict:
     """Parity of ``variant`` with ``reference``: max |Δlogit| on prompts up to ``switch`` tokens and on
     longer ones (where longrope's long factors apply to every position), argmax and greedy agreement."""
-    short, long, greedy = 0.0, 0.0, []
+    switch = switch or 1 << 62  # no longrope: every prompt counts as short
+    short, long, greedy, greedy_short = 0.0, 0.0, [], []
     agree = {"short": [0, 0], "long": [0, 0]}  # [argmax equal, positions]
     for ref, got, ref_tokens, tokens in zip(reference["logits"], variant["logits"], reference["tokens"],
                                             variant["tokens"]):
@@ -169,38 +176,42 @@ def compare(reference: dict, variant: dict, switch: int) -> dict:
         counts[1] += len(ref)
         same = next((i for i, (a, b) in enumerate(zip(ref_tokens, tokens)) if a != b), min(len(ref_tokens), len(tokens)))
         greedy.append(same / max(len(ref_tokens), len(tokens), 1))
+        if len(ref) <= switch:
+            greedy_short.append(greedy[-1])
     return {"max_dlogit": round(short, 6), "max_dlogit_long": round(long, 6),
             "argmax_agreement": round(agree["short"][0] / max(agree["short"][1], 1), 4),
             "argmax_agreement_long": round(agree["long"][0] / max(agree["long"][1], 1), 4),
             "greedy_match": round(float(np.mean(greedy)), 4),
+            "greedy_match_short": round(float(np.mean(greedy_short)), 4),
             "greedy_match_per_prompt": [round(g, 3) for g in greedy]}
 
 
-def parity_table(model_folder: Path, onnx_folder: Path, prompts: list[dict], switch: int,
-                 new_tokens: int = 48, progress: bool = True) -> list[dict]:
-    """One row per variant (PyTorch first): size, load time, tok/s, peak memory and parity."""
+def parity_table(card, onnx_folder: Path, prompts: list[dict], new_tokens: int | None = None,
+                 progress: bool = True) -> list[dict]:
+    """One row per variant of ``card`` (PyTorch first): size, load time, tok/s, peak memory and parity."""
     import tempfile
 
     from tqdm.auto import tqdm
 
     work = Path(tempfile.mkdtemp(prefix="parity-"))
     log = conversion_log(onnx_folder)["variants"]
+    model_folder, new_tokens = card.hf_folder(progress=False), new_tokens or card.budget.parity_tokens
     rows, reference = [], None
-    for name in tqdm(KINDS, desc="measuring", disable=not progress):
+    for name in tqdm(["pytorch", *log], desc="measuring", disable=not progress):
         folder = model_folder if name == "pytorch" else onnx_folder / name
         row = {"variant": name}
         if name != "pytorch" and "error" in log[name]:
             rows.append({**row, "error": "conversion: " + log[name]["error"][:200]})
             continue
-        result = measure(KINDS[name], folder, prompts, work, new_tokens)
+        result = measure(KINDS[name], folder, prompts, work, new_tokens, card.dtype["transformers"])
         if "error" in result:
             rows.append({**row, "error": "load/run: " + result["error"]})
             continue
         reference = reference or result
-        size = (folder / "model.safetensors").stat().st_size if name == "pytorch" else log[name]["bytes"]
+        size = sum(p.stat().st_size for p in folder.glob("*.safetensors")) if name == "pytorch" else log[name]["bytes"]
         rows.append({**row, "size_mb": round(size / 1e6, 2), "load_s": result["load_s"],
                      "decode_tok_s": result["decode_tok_s"], "peak_rss_mb": result["peak_rss_mb"],
-                     **compare(reference, result, switch)})
+                     **compare(reference, result, card.longrope_switch)})
     shutil.rmtree(work, ignore_errors=True)
     return rows
 
@@ -220,10 +231,13 @@ def plot_tradeoffs(rows: list[dict]):
     names = [r["variant"] for r in ok if r["variant"] != "pytorch"]
     x = np.arange(len(names))
     floor = 1e-7  # a log axis cannot show 0
-    for offset, key, label in ((-0.2, "max_dlogit", "prompts within the original context"),
-                               (0.2, "max_dlogit_long", "the long prompt (longrope's long factors)")):
-        right.bar(x + offset, [max(next(r[key] for r in ok if r["variant"] == n), floor) for n in names], 0.4,
-                  label=label)
+    series = [("max_dlogit", "prompts within the original context")]
+    if any(r.get("max_dlogit_long") for r in ok):
+        series.append(("max_dlogit_long", "the long prompt (longrope's long factors)"))
+    width = 0.8 / len(series)
+    for i, (key, label) in enumerate(series):
+        right.bar(x + (i - (len(series) - 1) / 2) * width, [max(next(r[key] for r in ok if r["variant"] == n), floor)
+                                                          for n in names], width, label=label)
     right.set(yscale="log", ylabel="max |Δlogit| vs PyTorch", title="parity")
     right.set_xticks(x, names, rotation=20)
     right.legend(fontsize=8)
@@ -232,4 +246,4 @@ def plot_tradeoffs(rows: list[dict]):
 
 
 if __name__ == "__main__":
-    _measure(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]), int(sys.argv[5]))
+    _measure(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]), int(sys.argv[5]), sys.argv[6])

@@ -57,8 +57,9 @@ def tool_result_messages(messages: list[dict], reply: Reply, results: list[dict]
 
 def stream(cl, model: str, messages: list[dict], tools: list[dict] | None = None, max_tokens: int = 160,
            on_text=None) -> dict:
-    """Stream a completion: text pieces, tool-call deltas seen, time to first token, total time."""
-    start, first, pieces, tool_deltas = time.perf_counter(), None, [], 0
+    """Stream a completion: text pieces, tool-call deltas seen and the calls they add up to, time to first
+    token, total time."""
+    start, first, pieces, tool_deltas, calls = time.perf_counter(), None, [], 0, {}
     for chunk in cl.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens, temperature=0.0,
                                             stream=True, **_tool_kwargs(tools)):
         if not chunk.choices:
@@ -72,9 +73,22 @@ def stream(cl, model: str, messages: list[dict], tools: list[dict] | None = None
         if delta.tool_calls:
             first = first or time.perf_counter()
             tool_deltas += len(delta.tool_calls)
+            for part in delta.tool_calls:
+                call = calls.setdefault(part.index, {"name": "", "arguments": ""})
+                call["name"] += (part.function.name or "") if part.function else ""
+                call["arguments"] += (part.function.arguments or "") if part.function else ""
     end = time.perf_counter()
     return {"text": "".join(pieces), "chunks": len(pieces), "tool_call_deltas": tool_deltas,
+            "tool_calls": [{"name": c["name"], "arguments": json.loads(c["arguments"] or "{}")} for c in calls.values()],
             "ttft_s": round((first or end) - start, 3), "total_s": round(end - start, 3)}
+
+
+def raw_completion(cl, model: str, prompt: str, max_tokens: int = 160) -> str:
+    """The text the model writes after a rendered ``prompt``, special tokens kept (``/v1/completions``,
+    vLLM's ``skip_special_tokens`` extension): what a tool parser gets to read."""
+    reply = cl.completions.create(model=model, prompt=prompt, max_tokens=max_tokens, temperature=0,
+                                  extra_body={"skip_special_tokens": False})
+    return reply.choices[0].text
 
 
 def expect_error(call) -> dict:

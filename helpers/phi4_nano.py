@@ -3,7 +3,7 @@
 ``load()`` returns the cached build (seconds) or builds it (a few minutes on 2
 cores): a byte-level BPE tokenizer trained locally with Phi-4-mini's special
 tokens and chat template, a ``Phi3ForCausalLM`` with Phi-4-mini's architecture
-family at toy widths (shared/FINDINGS.md), trained on ``helpers.curriculum``,
+family at toy widths (docs/phi4-nano.md), trained on ``helpers.curriculum``,
 then graded on held-out tasks. The folder it returns is a normal Hugging Face
 model folder (config, generation config, safetensors, tokenizer, chat template)
 plus ``report.json`` with the training and accuracy figures.
@@ -258,7 +258,7 @@ def build(out_dir: Path, key: str, progress: bool = True) -> dict:
 
 
 def _mark_gpt2_tokenizer(folder: Path) -> None:
-    """Declare the tokenizer GPT-2 style, which llama.cpp's converter needs (FINDINGS.md)."""
+    """Declare the tokenizer GPT-2 style, which llama.cpp's converter needs (helpers/gguf_files.py)."""
     path = folder / "tokenizer_config.json"
     config = json.loads(path.read_text())
     config["tokenizer_class"] = "GPT2Tokenizer"

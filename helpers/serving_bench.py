@@ -115,6 +115,14 @@ def sweep(base_url: str, model: str, prompts: list[list[dict]], count, levels=(1
     return rows
 
 
+def table(results: dict[str, list[dict]]) -> list[dict]:
+    """One row per backend and concurrency level: the figures a reader compares."""
+    return [{"backend": name, "concurrency": r["concurrency"], "req/s": r["request_throughput"], "tok/s": r["output_tok_s"],
+             "TTFT p50": r["ttft_ms"]["p50"], "TTFT p99": r["ttft_ms"]["p99"], "ITL p50": r["itl_ms"]["p50"],
+             "e2e p50": r["e2e_ms"]["p50"], "e2e p90": r["e2e_ms"]["p90"], "e2e p99": r["e2e_ms"]["p99"],
+             "failed": r["failed"]} for name, rows in results.items() for r in rows]
+
+
 def _run(coroutine):
     """Run ``coroutine`` to completion, also from inside Jupyter's running event loop (in a thread)."""
     try:

@@ -5,16 +5,19 @@ onnxruntime-genai build (``genai_config.json``, ``model.onnx``) that ships its
 ``tokenizer.json`` and ``chat_template.jinja`` (nothing is fetched at run time).
 
 - ``POST /v1/chat/completions``: chat with sampling (temperature, top_p, top_k, seed,
-  max_tokens, stop), SSE streaming with ``usage``, and function calling: tools go into
-  Phi-4-mini's system turn, ``<|tool_call|>[...]<|/tool_call|>`` comes back as OpenAI
+  max_tokens, stop), SSE streaming with ``usage``, and function calling: the model's own chat
+  template renders the tools, whatever the model writes for a call (Phi-4's ``<|tool_call|>``,
+  ``<tool_call>``, a fenced JSON block: helpers/tool_formats.py) comes back as OpenAI
   ``tool_calls`` (streamed too), ``tool`` messages feed results back;
+- ``POST /v1/completions``: a raw prompt in, the text out (special tokens kept on request) —
+  what the model wrote before any parser;
 - ``GET /v1/models``, ``GET /health`` (model, variant, provider, readiness),
   ``GET /metrics`` (Prometheus text), and the seed's ``POST /reasoning``;
 - requests run on a small pool of generator threads behind a bounded queue; a full
   queue answers 429, a bad request 4xx JSON in OpenAI's error shape — never a 500.
 
 The container image (compose/onnx-engine/Dockerfile) holds only this module,
-``helpers/chat_format.py`` and their wheels: onnxruntime-genai (with CPU onnxruntime),
+``helpers/chat_format.py``, ``helpers/tool_formats.py`` and their wheels: onnxruntime-genai (with CPU onnxruntime),
 tokenizers, jinja2, fastapi, uvicorn.
 """
 from __future__ import annotations
@@ -37,8 +40,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from helpers.chat_format import (TOOL_CALL, TOOL_CALL_END, compile_template, openai_tool_calls, parse_tool_calls,
-                                  render_prompt)
+from helpers.chat_format import compile_template, openai_tool_calls, render_prompt, tools_in_system_message
+from helpers.tool_formats import PHI4_END, PHI4_START, StreamSplitter
 
 # The seed's /reasoning task types, as system prompts (those phi4-nano was trained with).
 TASK_SYSTEMS = {
@@ -46,6 +49,38 @@ TASK_SYSTEMS = {
     "math": "You are a mathematical reasoning assistant. Show your work step by step.",
     "coding": "You are a coding assistant.",
 }
+
+
+def available_cpus() -> int:
+    """The CPUs this process may use: its affinity, capped by a cgroup CPU quota (``docker run --cpus``)."""
+    import os
+
+    cpus = len(os.sched_getaffinity(0))
+    for quota_file, period_file in (("/sys/fs/cgroup/cpu.max", None),  # cgroup v2: "<quota> <period>"
+                                    ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us")):
+        try:
+            fields = Path(quota_file).read_text().split()
+            quota, period = fields[0], (fields[1] if period_file is None else Path(period_file).read_text().strip())
+        except (OSError, IndexError):
+            continue
+        if quota not in ("max", "-1"):
+            cpus = min(cpus, max(1, int(int(quota) / int(period) + 0.5)))
+    return cpus
+
+
+def load_genai(folder: Path, threads: int | None = None):
+    """An onnxruntime-genai model whose session uses ``threads`` intra-op threads (default: ``available_cpus``).
+
+    Left alone, ONNX Runtime sizes its pool by physical cores; on a 2-vCPU machine that reports them
+    differently it ran one thread: Qwen2.5-Coder-0.5B fp32 decoded at 6.8 tok/s with the default and
+    12.9 with 2 threads (PyTorch: 10.5 with its default of 2).
+    """
+    import onnxruntime_genai as og
+
+    config = og.Config(str(folder))
+    options = {"intra_op_num_threads": threads or available_cpus()}
+    config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
+    return og.Model(config)
 
 
 class EngineError(Exception):
@@ -57,6 +92,13 @@ class EngineError(Exception):
 
 
 # ----------------------------------------------------------------------------- request bodies
+
+def _stop_list(value) -> list[str]:
+    stops = [value] if isinstance(value, str) else (value or [])
+    if len(stops) > 4 or any(not s for s in stops):
+        raise ValueError("stop: at most 4 non-empty strings")
+    return stops
+
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -125,10 +167,22 @@ class ChatRequest(_Body):
     @field_validator("stop")
     @classmethod
     def _stops(cls, value):
-        stops = [value] if isinstance(value, str) else (value or [])
-        if len(stops) > 4 or any(not s for s in stops):
-            raise ValueError("stop: at most 4 non-empty strings")
-        return stops
+        return _stop_list(value)
+
+
+class CompletionRequest(_Body):
+    model: str
+    prompt: str = Field(min_length=1)
+    max_tokens: int = Field(16, ge=1)
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    stop: str | list[str] | None = None
+    skip_special_tokens: bool = True  # vLLM's extension: False keeps special tokens in the text
+    stream: Literal[False] = False
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, value):
+        return _stop_list(value)
 
 
 class ReasoningRequest(_Body):
@@ -158,6 +212,8 @@ class Job:
     ids: list[int]
     sampling: Sampling
     emit: object  # callable(event: dict)
+    tool_names: list[str] | None = None  # offered tools: a tool call is held back and parsed
+    raw: bool = False  # keep special tokens in the text (raw completions)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
@@ -165,7 +221,7 @@ class Engine:
     """A converted model, its tokenizer and chat template, and worker threads that generate."""
 
     def __init__(self, folder: Path, served_name: str, workers: int = 2, max_queue: int = 16,
-                 stream_interval: float = 0.005):
+                 stream_interval: float = 0.005, context: int | None = None, threads: int | None = None):
         import onnxruntime_genai as og
         from tokenizers import Tokenizer
 
@@ -175,18 +231,20 @@ class Engine:
         # the token; a real model's tokens (tens of ms) still stream one by one. Like vLLM's --stream-interval.
         self.stream_interval = stream_interval
         config = json.loads((folder / "genai_config.json").read_text())["model"]
-        self.context_length = int(config["context_length"])
+        # served with the model card's context where it is smaller than what the build allows
+        self.context_length = min(int(config["context_length"]), context or int(config["context_length"]))
         eos = config["eos_token_id"]
         self.eos = set(eos if isinstance(eos, list) else [eos])
         start = time.perf_counter()
-        self.model = og.Model(str(folder))
+        self.threads = threads or available_cpus()
+        self.model = load_genai(folder, self.threads)
         self.load_seconds = time.perf_counter() - start
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        self.special_ids = {self.tokenizer.token_to_id(t.content) for t in self.tokenizer.get_added_tokens_decoder().values()
-                            if t.special}
-        self.tool_call_id = self.tokenizer.token_to_id(TOOL_CALL)
-        self.tool_call_end_id = self.tokenizer.token_to_id(TOOL_CALL_END)
-        self.template = compile_template(_chat_template(folder))
+        # special tokens never reach a chat answer, except Phi-4's tool-call markers, which the parser reads
+        self.hidden = tuple(t.content for t in self.tokenizer.get_added_tokens_decoder().values()
+                            if t.special and t.content not in (PHI4_START, PHI4_END))
+        source = _chat_template(folder)
+        self.template, self.system_tools = compile_template(source), tools_in_system_message(source)
         self.jobs: queue.Queue[Job] = queue.Queue()
         self.max_queue, self.workers = max_queue, workers
         self.pending = 0
@@ -201,7 +259,7 @@ class Engine:
     def render(self, messages: list[dict], tools: list[dict] | None) -> list[int]:
         """Token ids of the chat prompt, tools in the system turn, ready for the assistant's answer."""
         try:
-            text = render_prompt(self.template, messages, tools)
+            text = render_prompt(self.template, messages, tools, self.system_tools)
         except ValueError as err:  # the template's raise_exception
             raise EngineError(400, str(err), param="messages") from err
         return self.tokenizer.encode(text, add_special_tokens=False).ids
@@ -255,33 +313,27 @@ class Engine:
         start = time.perf_counter()
         generator.append_tokens(np.array([job.ids], dtype=np.int32))
         # the per-token loop stays lean: with a tiny model each token costs ~0.2 ms of compute
-        step, tokenizer, eos, special, stops = DecodeStream(skip_special_tokens=False).step, self.tokenizer, \
-            self.eos, self.special_ids, s.stops
+        step, tokenizer, eos, stops = DecodeStream(skip_special_tokens=False).step, self.tokenizer, self.eos, s.stops
+        splitter = StreamSplitter(job.tool_names, hidden=() if job.raw else self.hidden)
         interval, emit, cancelled = self.stream_interval, job.emit, job.cancelled
-        text, tool_text, in_tool, tokens, finish = "", "", False, 0, "length"
+        text, tokens, finish, stopped = "", 0, "length", False
         sent, last_emit = 0, -1.0  # characters of ``text`` already emitted, and when
         while not generator.is_done():
             generator.generate_next_token()
             token = int(generator.get_next_tokens()[0])
             tokens += 1
+            if token in eos:
+                finish = "stop"
+                break
             piece = step(tokenizer, token)
-            if token in special:
-                if token in eos:
-                    finish = "stop"
-                    break
-                in_tool = token == self.tool_call_id or (in_tool and token != self.tool_call_end_id)
-                continue
             if not piece:
                 continue
-            if in_tool:
-                tool_text += piece
-                continue
-            text += piece
+            text += splitter.feed(piece)
             safe = len(text)
             if stops:
                 hit = min((text.find(stop) for stop in stops if stop in text), default=-1)
                 if hit >= 0:
-                    text, finish = text[:hit], "stop"
+                    text, finish, stopped = text[:hit], "stop", True
                     break
                 safe -= _held_back(text, stops)
             now = time.perf_counter()
@@ -290,14 +342,12 @@ class Engine:
                     break
                 emit({"type": "text", "text": text[sent:safe]})
                 sent, last_emit = safe, now
+        parsed = splitter.finish()
+        if not stopped:
+            text += parsed.content
         if len(text) > sent:
             job.emit({"type": "text", "text": text[sent:]})
-        calls = None
-        if tool_text:
-            try:
-                calls = parse_tool_calls(TOOL_CALL + tool_text + TOOL_CALL_END)
-            except ValueError:  # a malformed call is returned as text, as the model wrote it
-                job.emit({"type": "text", "text": TOOL_CALL + tool_text})
+        calls = parsed.calls
         seconds = time.perf_counter() - start
         with self.lock:
             self.stats["prompt_tokens"] += len(job.ids)
@@ -391,12 +441,14 @@ def create_app(engine: Engine) -> FastAPI:
         return {"status": "ok", "ready": True, "model": engine.served_name, "variant": engine.folder.name,
                 "provider": "CPUExecutionProvider", "onnxruntime_genai": engine.og.__version__,
                 "context_length": engine.context_length, "load_seconds": round(engine.load_seconds, 3),
+                "threads": engine.threads,
                 "queue": {"in_flight": engine.pending, "workers": engine.workers, "max_queue": engine.max_queue}}
 
     @app.get("/")
     async def root():
         return {"name": "SLM Engine", "model": engine.served_name,
-                "endpoints": ["/v1/chat/completions", "/v1/models", "/reasoning", "/health", "/metrics"]}
+                "endpoints": ["/v1/chat/completions", "/v1/completions", "/v1/models", "/reasoning", "/health",
+                          "/metrics"]}
 
     @app.get("/v1/models")
     async def models():
@@ -420,14 +472,12 @@ def create_app(engine: Engine) -> FastAPI:
         choice = body.tool_choice
         if isinstance(choice, dict) or choice == "required":
             raise EngineError(400, "tool_choice: only 'auto' and 'none' are supported by this engine", param="tool_choice")
-        if tools and engine.tool_call_id is None:
-            raise EngineError(400, "this model's tokenizer has no <|tool_call|> token; it cannot call tools", param="tools")
         use_tools = tools if choice != "none" else None
         ids = engine.render(_messages_for_template(body.messages), use_tools)
         max_tokens = engine.check_length(ids, body.max_completion_tokens or body.max_tokens)
         sampling = Sampling(max_tokens, body.temperature, body.top_p, body.top_k, body.seed, body.stop or [],
                             body.min_tokens)
-        events = _start(engine, ids, sampling)
+        events = _start(engine, ids, sampling, [t["function"]["name"] for t in use_tools] if use_tools else None)
         rid, now = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         if body.stream:
             usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -440,6 +490,19 @@ def create_app(engine: Engine) -> FastAPI:
         return {"id": rid, "object": "chat.completion", "created": now, "model": engine.served_name,
                 "choices": [{"index": 0, "message": message, "finish_reason": end["finish"], "logprobs": None}],
                 "usage": _usage(end)}
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest):
+        if body.model != engine.served_name:
+            raise EngineError(404, f"The model `{body.model}` does not exist.", "not_found_error", "model")
+        ids = engine.tokenizer.encode(body.prompt, add_special_tokens=False).ids
+        max_tokens = engine.check_length(ids, body.max_tokens)
+        started = _start(engine, ids, Sampling(max_tokens, body.temperature, stops=body.stop or []),
+                         raw=not body.skip_special_tokens)
+        text, end = await _collect(started)
+        return {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion", "created": int(time.time()),
+                "model": engine.served_name, "usage": _usage(end),
+                "choices": [{"index": 0, "text": text, "finish_reason": end["finish"], "logprobs": None}]}
 
     @app.post("/reasoning")
     async def reasoning(body: ReasoningRequest):
@@ -454,10 +517,11 @@ def create_app(engine: Engine) -> FastAPI:
     return app
 
 
-def _start(engine: Engine, ids: list[int], sampling: Sampling) -> tuple[asyncio.Queue, Job]:
+def _start(engine: Engine, ids: list[int], sampling: Sampling, tool_names: list[str] | None = None,
+           raw: bool = False) -> tuple[asyncio.Queue, Job]:
     loop = asyncio.get_running_loop()
     events: asyncio.Queue = asyncio.Queue()
-    job = Job(ids, sampling, lambda event: loop.call_soon_threadsafe(events.put_nowait, event))
+    job = Job(ids, sampling, lambda event: loop.call_soon_threadsafe(events.put_nowait, event), tool_names, raw)
     engine.submit(job)
     return events, job
 
@@ -522,16 +586,19 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, required=True, help="an onnxruntime-genai model folder")
-    parser.add_argument("--served-model-name", default="phi4-mini")
+    parser.add_argument("--served-model-name", required=True)
+    parser.add_argument("--context", type=int, help="tokens of context to serve (default: the build's)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--workers", type=int, default=2, help="generations running at once")
     parser.add_argument("--max-queue", type=int, default=16, help="requests waiting beyond those; more get 429")
     parser.add_argument("--stream-interval", type=float, default=0.005, help="seconds between streamed chunks at most")
+    parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: the CPUs available)")
     args = parser.parse_args(argv)
     if not (args.model / "genai_config.json").exists():
         raise SystemExit(f"{args.model} is not an onnxruntime-genai model folder (no genai_config.json)")
-    engine = Engine(args.model, args.served_model_name, args.workers, args.max_queue, args.stream_interval)
+    engine = Engine(args.model, args.served_model_name, args.workers, args.max_queue, args.stream_interval,
+                    args.context, args.threads)
     print(f"SLM Engine: {args.model.name} loaded in {engine.load_seconds:.2f} s as {args.served_model_name!r}", flush=True)
     uvicorn.run(create_app(engine), host=args.host, port=args.port, log_level="warning")
 

@@ -44,6 +44,18 @@ class Summary:
             raise CheckFailed(f"{name}: {detail}")
         print(f"✔ {name}" + (f" — {detail}" if detail else ""))
 
+    def grade(self, name: str, ok: bool, detail: str = "", answer: str = "", hard: bool = True) -> bool:
+        """A graded answer. ``hard``: a failure stops the notebook, as ``check``; otherwise the failure is
+        recorded as ``soft`` with the answer and shown as a warning (a real model's score, not a bug)."""
+        self.note(name, ok, detail, answer=answer, soft=not hard)
+        if ok:
+            print(f"✔ {name}")
+        elif hard:
+            raise CheckFailed(f"{name}: {detail or answer}")
+        else:
+            print(f"⚠ {name} — not met by this model (recorded as its score): {detail or answer}"[:400])
+        return ok
+
     def finish(self) -> dict:
         """Mark the notebook as run to the end."""
         self.data["complete"] = True
@@ -52,6 +64,11 @@ class Summary:
 
     def _write(self) -> None:
         self.path.write_text(json.dumps(self.data, indent=2, default=str))
+
+
+def hard_failures(summary: dict) -> dict:
+    """A summary's checks that failed and were not soft: what a test must not see."""
+    return {name: c["detail"] for name, c in summary["checks"].items() if not c["ok"] and not c.get("soft")}
 
 
 def load(path: str | Path) -> dict:

@@ -1,26 +1,27 @@
 """The graded task suite, run against every backend through its own API.
 
 Tasks are phi4-nano's held-out curriculum (math, word problems, coding, tool calls,
-refusing non-matching tools, answering from a tool's result) plus the seed's prompts;
-``helpers.grading`` grades each answer (final number; code run in a sandboxed
-subprocess against hidden tests; tool calls checked against the tool's JSON Schema
-and the expected values). Each backend's answer is brought back to Phi-4-mini's text
-form (content + ``<|tool_call|>[...]``) before grading, so one grader serves all.
+refusing non-matching tools, answering from a tool's result) plus the seed's prompts, as
+many as the model card's budget allows; ``helpers.grading`` grades each answer (the number
+in its conclusion; code run in a sandboxed subprocess against hidden tests; tool calls
+checked against the tool's JSON Schema and the expected values). A backend's parsed tool
+calls are written back as text (``<|tool_call|>[...]``) before grading, so one grader serves
+all; the parsed calls are kept beside the answer.
 """
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from helpers import chat_format, curriculum, grading
-
-MAX_TOKENS = {"coding": 96, "seed": 160}  # as phi4-nano's own evaluation
+from helpers import backends, curriculum, grading, tool_formats
 
 
-def suite(per_family: int = 10) -> list[curriculum.Task]:
-    """``per_family`` held-out tasks of every family, then the seed's prompts."""
-    return curriculum.heldout_set(per_family) + curriculum.seed_tasks()
+def suite(card) -> list[curriculum.Task]:
+    """The card's share of held-out tasks of every family, then the seed's prompts it lists."""
+    keys = card.budget.seed_keys
+    return (curriculum.heldout_set(card.budget.per_family)
+            + [t for t in curriculum.seed_tasks() if keys is None or t.key in keys])
 
 
 def openai_messages(messages: list[dict]) -> list[dict]:
@@ -53,48 +54,73 @@ def ollama_messages(messages: list[dict]) -> list[dict]:
     return out
 
 
+def _as_text(content: str | None, calls: list[dict]) -> str:
+    """An answer with its parsed tool calls written back in one text form, for the one grader."""
+    return (content or "") + (tool_formats.to_text(calls) if calls else "")
+
+
 class OpenAIBackend:
     """A backend behind an OpenAI-compatible API (vLLM, the SLM Engine)."""
 
-    def __init__(self, base_url: str, model: str):
+    def __init__(self, base_url: str, card):
         from helpers import openai_chat
-        self.client, self.model = openai_chat.client(base_url), model
+        self.client, self.card = openai_chat.client(base_url), card
 
-    def complete(self, task) -> str:
+    def complete(self, task) -> tuple[str, list[dict]]:
         kwargs = {"tools": task.tools, "tool_choice": "auto"} if task.tools else {}
-        reply = self.client.chat.completions.create(model=self.model, messages=openai_messages(task.messages),
-                                                    max_tokens=MAX_TOKENS.get(task.family, 48), temperature=0, **kwargs)
+        reply = self.client.chat.completions.create(
+            model=self.card.served_name, messages=openai_messages(task.messages),
+            max_tokens=self.card.budget.tokens(task.family), temperature=0, **kwargs)
         message = reply.choices[0].message
         calls = [{"name": c.function.name, "arguments": json.loads(c.function.arguments or "{}")}
                  for c in message.tool_calls or []]
-        return (message.content or "") + (chat_format.format_tool_calls(calls) if calls else "")
+        return _as_text(message.content, calls), calls
 
 
 class OllamaBackend:
     """A backend behind Ollama's native API (Ollama, or the lab's stand-in), through the ``ollama`` client."""
 
-    def __init__(self, base_url: str, model: str):
+    def __init__(self, base_url: str, card):
         import ollama
-        self.client, self.model = ollama.Client(host=base_url, timeout=300), model
+        self.client, self.card = ollama.Client(host=base_url, timeout=600), card
 
-    def complete(self, task) -> str:
-        reply = self.client.chat(model=self.model, messages=ollama_messages(task.messages), tools=task.tools or None,
-                                 options={"temperature": 0, "num_predict": MAX_TOKENS.get(task.family, 48)})
+    def complete(self, task) -> tuple[str, list[dict]]:
+        reply = self.client.chat(model=self.card.served_name, messages=ollama_messages(task.messages),
+                                 tools=task.tools or None,
+                                 options={"temperature": 0, "num_predict": self.card.budget.tokens(task.family)})
         calls = [{"name": c.function.name, "arguments": dict(c.function.arguments)}
                  for c in reply.message.tool_calls or []]
-        return (reply.message.content or "") + (chat_format.format_tool_calls(calls) if calls else "")
+        return _as_text(reply.message.content, calls), calls
 
 
 class TransformersBackend:
-    """The reference: the model in PyTorch, greedy, one task at a time (as a server would see it)."""
+    """The reference: the model in transformers, greedy, one task at a time (as a server would see it)."""
 
-    def __init__(self, model, tokenizer):
-        self.model, self.tokenizer = model, tokenizer
+    def __init__(self, model, tokenizer, card):
+        self.model, self.tokenizer, self.card = model, tokenizer, card
 
-    def complete(self, task) -> str:
-        from helpers import phi4_nano
-        return phi4_nano.generate(self.model, self.tokenizer, [(task.messages, task.tools)],
-                                  MAX_TOKENS.get(task.family, 48))[0]
+    def complete(self, task) -> tuple[str, list[dict]]:
+        """The greedy answer to the conversation the servers see (tool-call arguments as objects, as every
+        server turns them before its template), tool calls parsed and written back as the servers' are."""
+        from helpers import reference
+
+        text = reference.chat(self.model, self.tokenizer, ollama_messages(task.messages), task.tools,
+                              self.card.budget.tokens(task.family))
+        try:
+            parsed = tool_formats.parse(text, grading._names(task.tools)) if task.tools else None
+        except ValueError:  # a malformed call is graded as such from the text
+            parsed = None
+        if parsed and parsed.calls:
+            return _as_text(parsed.content, parsed.calls), parsed.calls
+        return text, []
+
+
+CLIENTS = {"openai": OpenAIBackend, "ollama": OllamaBackend}
+
+
+def client_for(backend: str, base_url: str, card):
+    """The suite's client for ``backend``: the one its API flavour (the registry) calls for."""
+    return CLIENTS[backends.get(backend).api](base_url, card)
 
 
 @dataclass
@@ -105,6 +131,7 @@ class Result:
     why: str
     answer: str
     seconds: float
+    tool_calls: list = field(default_factory=list)  # as the backend parsed them
 
 
 def run(backend, tasks: list, progress: bool = True, desc: str = "suite") -> list[Result]:
@@ -114,12 +141,13 @@ def run(backend, tasks: list, progress: bool = True, desc: str = "suite") -> lis
     results = []
     for task in tqdm(tasks, desc=desc, disable=not progress):
         start = time.perf_counter()
+        calls = []
         try:
-            answer = backend.complete(task)
+            answer, calls = backend.complete(task)
             ok, why = grading.grade(task, answer)
         except Exception as err:  # an API error is a failed task, reported with its reason
             answer, ok, why = "", False, f"{type(err).__name__}: {str(err)[:200]}"
-        results.append(Result(task.family, task.key, ok, why, answer, time.perf_counter() - start))
+        results.append(Result(task.family, task.key, ok, why, answer, time.perf_counter() - start, calls))
     return results
 
 
@@ -133,11 +161,22 @@ def accuracy(results: list[Result]) -> dict[str, float]:
 
 
 def against_reference(by_backend: dict[str, list[Result]], reference: str = "transformers") -> dict[str, dict]:
-    """Per backend: accuracy gap to the reference per family, and how many answers differ from it."""
+    """Per backend: accuracy gap to the reference per family, and how many answers differ from it
+    (``agreement``: the share of tasks answered exactly as the reference did)."""
     ref = {r.key: r for r in by_backend[reference]}
     out = {}
     for name, results in by_backend.items():
+        if name == reference:
+            continue
         acc, ref_acc = accuracy(results), accuracy(by_backend[reference])
+        differing = [r.key for r in results if r.answer.strip() != ref[r.key].answer.strip()]
         out[name] = {"lower_than_reference": {f: (acc[f], ref_acc[f]) for f in acc if acc[f] < ref_acc[f]},
-                     "answers_differing": sum(r.answer.strip() != ref[r.key].answer.strip() for r in results)}
+                     "answers_differing": len(differing), "differing": differing,
+                     "agreement": round(1 - len(differing) / len(results), 3)}
     return out
+
+
+def records(results: list[Result]) -> list[dict]:
+    """The results as JSON rows for a summary: answer, score, tool calls, time."""
+    return [{"key": r.key, "family": r.family, "ok": r.ok, "why": r.why, "answer": r.answer,
+             "tool_calls": r.tool_calls, "seconds": round(r.seconds, 2)} for r in results]

@@ -4,13 +4,26 @@ from __future__ import annotations
 from helpers.environment import RUNTIMES
 
 
-def runtime_picker(default: str):
-    """Toggle buttons for the runtime; later cells read ``.value``."""
+def choice_picker(runtime: str, model: str, on_change):
+    """Toggle buttons for the runtime and the model; ``on_change(runtime, model)`` saves each change
+    (notebook 00 remembers it for the later notebooks)."""
     import ipywidgets as w
 
-    return w.ToggleButtons(options=list(RUNTIMES), value=default, description="runtime",
-                           tooltips=["backends as local processes on phi4-nano (offline)",
-                                     "official images through Docker, real Phi-4-mini (online)"])
+    from helpers.models import MODELS
+
+    runtimes = w.ToggleButtons(options=list(RUNTIMES), value=runtime, description="runtime",
+                               tooltips=["backends as local processes (offline)",
+                                         "official images through Docker (or local stand-in images)"])
+    models = w.ToggleButtons(options=list(MODELS), value=model, description="model",
+                             tooltips=[card.notes for card in MODELS.values()])
+    status = w.Label()
+
+    def changed(_):
+        status.value = f"saved: {on_change(runtimes.value, models.value)}"
+
+    runtimes.observe(changed, names="value")
+    models.observe(changed, names="value")
+    return w.VBox([runtimes, models, status])
 
 
 def prompt_box(answer, placeholder: str = "What is 17 + 25?"):

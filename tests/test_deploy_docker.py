@@ -62,18 +62,29 @@ def test_cleanup_removes_strays(runtime):
 
 
 @pytest.mark.slow
-def test_engine_image_serves_phi4_nano(runtime, onnx_folder):
+def test_engine_image_serves_phi4_nano(runtime, nano_card, onnx_folder):
+    """Built from a wheelhouse made for the image's Python (helpers/venvs.py), the model folder read-only."""
     from helpers import backends, curriculum, openai_chat
 
-    spec = backends.engine_docker(onnx_folder / "genai-fp32")
+    spec = backends.get("onnx-engine").spec(nano_card, "docker", model_path=onnx_folder / "genai-fp32")
     with runtime.start(spec, timeout=120, progress=False) as d:
         health = requests.get(d.base_url + "/health", timeout=5).json()
-        assert health["ready"] and health["variant"] == "genai-fp32"
+        assert health["ready"] and health["variant"] == "genai-fp32" and health["context_length"] == nano_card.context
         client = openai_chat.client(d.base_url)
-        reply = openai_chat.chat(client, backends.SERVED_NAME, [{"role": "user", "content": curriculum.SEED_TOOL_PROMPT}],
+        reply = openai_chat.chat(client, nano_card.served_name, [{"role": "user", "content": curriculum.SEED_TOOL_PROMPT}],
                                  tools=[curriculum.CIRCLE_TOOL])
         assert [(c["name"], c["arguments"]) for c in reply.tool_calls] == [("calculate_circle_area", {"radius": 5})]
         d.handle.reload()
-        assert d.handle.attrs["Config"]["User"] == "engine"
+        assert d.handle.attrs["Config"]["User"] == "engine" and d.handle.attrs["HostConfig"]["Memory"] == 2 * 2**30
         assert d.handle.attrs["HostConfig"]["Binds"][0].endswith(":/models:ro")
     assert not _labelled(runtime)
+
+
+def test_haproxy_standin_accepts_the_stacks_config(runtime):
+    """HAProxy itself (the stand-in image: Debian's package) validates compose/lb/haproxy.cfg."""
+    image = runtime.build("haproxy-standin", None, None, None, progress=False, context=REPO / "compose" / "lb",
+                          labels={f"{deploy.LABEL}.standin-for": "haproxy:2.6.12"})
+    out = runtime.client.containers.run(image, entrypoint=["haproxy", "-c", "-f", "/cfg/haproxy.cfg"], remove=True,
+                                        volumes={str(REPO / "compose" / "lb"): {"bind": "/cfg", "mode": "ro"}})
+    assert b"Configuration file is valid" in out
+    assert runtime.client.images.get(image).labels[f"{deploy.LABEL}.standin-for"] == "haproxy:2.6.12"

@@ -25,12 +25,9 @@ def test_unknown_runtime_rejected():
         environment.resolve_runtime("kubernetes", _env())
 
 
-def test_profile_fit_against_the_seed_table():
-    fit = environment.profile_fit(_env(ram_gb=7.0, disk_free_gb=9.0))
-    assert fit["development"] == "minimum"
-    assert fit["production CPU"] == "RAM 7.0 < 8 GB; disk 9.0 < 10 GB"
-    assert fit["production GPU"].startswith("no GPU")
-    assert environment.profile_fit(_env())["edge-optimised (quantised)"] == "recommended"
+def test_gpu_memory_is_read_from_nvidia_smi_lines():
+    assert environment.gpu_memory_gb(["NVIDIA H100 80GB HBM3, 81559 MiB", "NVIDIA T4, 15360 MiB"]) == 85.5
+    assert environment.gpu_memory_gb([]) == 0.0
 
 
 def test_check_environment_reads_this_machine():

@@ -15,6 +15,51 @@ def test_math_rejects_wrong_or_missing_numbers():
     assert not grading.grade_math("I do not know.", 42)
 
 
+@pytest.mark.parametrize("text", ["Time = 240 / 100 = 2.4 hours.\nSo the journey takes 2.4 hours (2 h 24 min).",
+                                  "The new journey takes 2 hours and 24 minutes.", "It takes **2.4** hours.",
+                                  "Therefore the answer is $\\boxed{2.4}$ hours.", "That is 144 minutes."])
+def test_math_accepts_a_correct_answer_in_other_words(text):
+    assert grading.grade_math(text, 2.4)
+
+
+def test_math_accepts_rounding_as_written_but_not_a_different_number():
+    assert grading.grade_math("The area is about 78.5 square units.", 78.54)
+    assert grading.grade_math("Final amount: $5,955", 5955.08)
+    assert not grading.grade_math("It takes 2 hours.", 2.4)  # within 0.5 of 2.4, but 17 % off
+    assert not grading.grade_math("2.4 km/h faster, so it takes 3 hours.", 2.4)  # only the conclusion counts
+
+
+def test_fibonacci_is_graded_by_its_documented_contract():
+    as_list = "```python\ndef fibonacci(n):\n    seq = [0, 1]\n    while len(seq) < n:\n        seq.append(seq[-1] + seq[-2])\n    return seq[:n]\n```"
+    assert grading.grade_code(as_list, "fibonacci", [((0,), 0), ((10,), 55)]) == (True, "ok")
+    wrong = "```python\ndef fibonacci(n):\n    return list(range(n))\n```"
+    assert not grading.grade_code(wrong, "fibonacci", [((0,), 0), ((10,), 55)])[0]
+
+
+def test_code_that_prints_its_own_examples_is_graded():
+    code = "```python\ndef add(a, b):\n    print('adding', a, b)\n    return a + b\n\nprint(add(1, 2))\n```"
+    assert grading.grade_code(code, "add", [((2, 3), 5)]) == (True, "ok")
+
+
+def test_code_under_a_related_name_and_after_prose_is_found():
+    text = "Here is the code:\n```python\ndef fib_dp(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a\n```\nUsage:\n```python\nprint(fib_dp(10))\n```"
+    assert grading.grade_code(text, "fibonacci", [((10,), 55)]) == (True, "ok")
+    two = "```python\ndef helper(x):\n    return x\n\ndef other(y):\n    return y\n```"
+    ok, why = grading.grade_code(two, "add", [((1, 2), 3)])
+    assert not ok and "no function 'add'" in why
+
+
+def test_yes_no_answers_in_other_words():
+    assert grading.grade_text("No, we cannot conclude that some cats are carnivores.", "No.")
+    assert grading.grade_text("We cannot conclude that.", "No.")
+    assert not grading.grade_text("Yes, some cats are carnivores.", "No.")
+
+
+def test_tool_calls_in_any_format_are_graded_alike():
+    fenced = '```json\n{"name": "calculate_circle_area", "arguments": {"radius": 5}}\n```'
+    assert grading.grade_tool_call(fenced, "calculate_circle_area", {"radius": 5}, [CIRCLE_TOOL]) == (True, "ok")
+
+
 def test_code_passes_and_fails_in_a_subprocess():
     good = "```python\ndef add(a, b):\n    return a + b\n```"
     bad = "```python\ndef add(a, b):\n    return a - b\n```"

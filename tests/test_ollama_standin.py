@@ -9,20 +9,22 @@ from pathlib import Path
 import ollama
 import pytest
 
-from helpers import backends, chat_format, curriculum, deploy, grading, ollama_lab, openai_chat, phi4_nano
+from helpers import backends, chat_format, curriculum, deploy, grading, models, ollama_lab, openai_chat, phi4_nano
 
 pytestmark = pytest.mark.slow
 DOCS = json.loads((Path(__file__).parent / "fixtures" / "ollama_api_examples.json").read_text())
-MODEL = "phi4-mini:latest"
+NAME = "phi4-nano"
+MODEL = f"{NAME}:latest"
 GREEDY = {"temperature": 0}
 TRAIN = [{"role": "system", "content": curriculum.MATH_SYSTEMS[1]}, {"role": "user", "content": curriculum.SEED_TRAIN_QUESTION}]
 TOOL = [{"role": "user", "content": curriculum.SEED_TOOL_PROMPT}]
 
 
 @pytest.fixture(scope="module")
-def server(nano, tmp_path_factory):
-    library, _ = ollama_lab.local_library(nano[2])
-    spec = backends.ollama_local(tmp_path_factory.mktemp("ollama-models"), library)
+def server(nano_card, tmp_path_factory):
+    spec = backends.get("ollama").spec(nano_card, "local", model_path=ollama_lab.local_library(nano_card, progress=False))
+    command = spec.local_command
+    command[command.index("--models") + 1] = str(tmp_path_factory.mktemp("ollama-models"))  # a store of its own
     with deploy.LocalRuntime().start(spec, timeout=60, progress=False) as running:
         yield running
 
@@ -30,7 +32,7 @@ def server(nano, tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(server):
     cl = ollama.Client(host=server.base_url, timeout=60)
-    statuses = ollama_lab.pull(cl, "phi4-mini", progress=False)
+    statuses = ollama_lab.pull(cl, NAME, progress=False)
     assert statuses[0] == "pulling manifest" and statuses[-3:] == ["verifying sha256 digest", "writing manifest", "success"]
     return cl
 
@@ -69,14 +71,14 @@ def raw(client, path: str, body: dict | None = None):
 def test_list_show_and_ps_match_the_documented_shapes(client):
     assert client.list().models[0].model == MODEL
     assert_shape(raw(client, "/api/tags"), DOCS["tags"])
-    shown = raw(client, "/api/show", {"model": "phi4-mini"})
+    shown = raw(client, "/api/show", {"model": NAME})
     assert_shape(shown, DOCS["show"], skip=("model_info",))
     arch = shown["model_info"]["general.architecture"]
     documented = {key.replace("llama.", f"{arch}."): v for key, v in DOCS["show"]["model_info"].items()}
     assert_shape(shown["model_info"], documented)
     assert arch == "phi3" and shown["model_info"]["phi3.attention.head_count_kv"] == 2
     assert "tools" in shown["capabilities"] and "num_ctx" in shown["parameters"]
-    client.generate(model="phi4-mini", prompt="")  # load
+    client.generate(model=NAME, prompt="")  # load
     assert client.ps().models[0].model == MODEL
     assert_shape(raw(client, "/api/ps"), DOCS["ps"])
 
@@ -84,42 +86,42 @@ def test_list_show_and_ps_match_the_documented_shapes(client):
 def test_generate_and_chat_answer_as_pytorch_does(client, nano):
     model, tokenizer, _ = nano
     expected = chat_format.strip_special(phi4_nano.chat(model, tokenizer, TRAIN))
-    generated = client.generate(model="phi4-mini", system=TRAIN[0]["content"], prompt=TRAIN[1]["content"], options=GREEDY)
+    generated = client.generate(model=NAME, system=TRAIN[0]["content"], prompt=TRAIN[1]["content"], options=GREEDY)
     assert generated.response == expected and generated.done_reason == "stop"
-    assert_shape(raw(client, "/api/generate", {"model": "phi4-mini", "prompt": "hi", "stream": False}), DOCS["generate_final"])
-    code = client.chat(model="phi4-mini", messages=[{"role": "user", "content": curriculum.SEED_CODE_PROMPT}], options=GREEDY)
+    assert_shape(raw(client, "/api/generate", {"model": NAME, "prompt": "hi", "stream": False}), DOCS["generate_final"])
+    code = client.chat(model=NAME, messages=[{"role": "user", "content": curriculum.SEED_CODE_PROMPT}], options=GREEDY)
     assert grading.grade_code(code.message.content, "fibonacci", [((0,), 0), ((10,), 55)])[0]
-    assert_shape(raw(client, "/api/chat", {"model": "phi4-mini", "messages": TRAIN, "stream": False}), DOCS["chat"])
+    assert_shape(raw(client, "/api/chat", {"model": NAME, "messages": TRAIN, "stream": False}), DOCS["chat"])
 
 
 def test_streaming_is_ndjson_chunks_then_stats(client):
-    whole = client.chat(model="phi4-mini", messages=TRAIN, options=GREEDY).message.content
-    chunks = list(client.chat(model="phi4-mini", messages=TRAIN, options=GREEDY, stream=True))
+    whole = client.chat(model=NAME, messages=TRAIN, options=GREEDY).message.content
+    chunks = list(client.chat(model=NAME, messages=TRAIN, options=GREEDY, stream=True))
     assert len(chunks) > 3 and "".join(c.message.content for c in chunks) == whole
-    wire = raw(client, "/api/chat", {"model": "phi4-mini", "messages": TRAIN, "options": GREEDY})
+    wire = raw(client, "/api/chat", {"model": NAME, "messages": TRAIN, "options": GREEDY})
     assert_shape(wire[0], DOCS["chat_stream_chunk"])
     assert_shape(wire[-1], DOCS["chat_final_streamed"])
-    pieces = raw(client, "/api/generate", {"model": "phi4-mini", "prompt": curriculum.SEED_TRAIN_QUESTION, "options": GREEDY})
+    pieces = raw(client, "/api/generate", {"model": NAME, "prompt": curriculum.SEED_TRAIN_QUESTION, "options": GREEDY})
     assert_shape(pieces[0], DOCS["generate_stream_chunk"])
     assert pieces[-1]["done"] and not any(p["done"] for p in pieces[:-1])
 
 
 def test_tool_call_arguments_are_objects_then_the_result_is_used(client):
-    reply = client.chat(model="phi4-mini", messages=TOOL, tools=[curriculum.CIRCLE_TOOL], options=GREEDY)
-    assert_shape(raw(client, "/api/chat", {"model": "phi4-mini", "messages": TOOL, "tools": [curriculum.CIRCLE_TOOL],
+    reply = client.chat(model=NAME, messages=TOOL, tools=[curriculum.CIRCLE_TOOL], options=GREEDY)
+    assert_shape(raw(client, "/api/chat", {"model": NAME, "messages": TOOL, "tools": [curriculum.CIRCLE_TOOL],
                                            "options": GREEDY, "stream": False}), DOCS["chat_tools"])
     assert [(c.function.name, dict(c.function.arguments)) for c in reply.message.tool_calls] == \
         [("calculate_circle_area", {"radius": 5})]
-    final = client.chat(model="phi4-mini", messages=ollama_lab.tool_result_messages(TOOL, reply, [{"area": 78.54}]),
+    final = client.chat(model=NAME, messages=ollama_lab.tool_result_messages(TOOL, reply, [{"area": 78.54}]),
                         tools=[curriculum.CIRCLE_TOOL], options=GREEDY)
     assert final.message.content == "The area of the circle is 78.54."
-    streamed = list(client.chat(model="phi4-mini", messages=TOOL, tools=[curriculum.CIRCLE_TOOL], options=GREEDY, stream=True))
+    streamed = list(client.chat(model=NAME, messages=TOOL, tools=[curriculum.CIRCLE_TOOL], options=GREEDY, stream=True))
     assert [c.function.name for s in streamed for c in (s.message.tool_calls or [])] == ["calculate_circle_area"]
 
 
 def test_create_applies_system_and_parameters_then_copy_and_delete(client):
-    spec = ollama_lab.VARIANTS["phi4-mini-coder"]
-    statuses = [s.status for s in client.create(model="coder-test", from_="phi4-mini", system=spec["system"],
+    spec = ollama_lab.variants(models.get(NAME))["phi4-nano-coder"]
+    statuses = [s.status for s in client.create(model="coder-test", from_=NAME, system=spec["system"],
                                                  parameters=spec["parameters"], stream=True)]
     assert statuses[-2:] == DOCS["create_final_statuses"]
     shown = client.show("coder-test")
@@ -127,7 +129,7 @@ def test_create_applies_system_and_parameters_then_copy_and_delete(client):
     assert raw(client, "/api/show", {"model": "coder-test"})["system"] == spec["system"]
     prompt, seed = curriculum.SEED_CODE_PROMPT, {"seed": 7}
     variant = client.generate(model="coder-test", prompt=prompt, options=seed).response
-    by_hand = client.generate(model="phi4-mini", prompt=prompt, system=spec["system"],
+    by_hand = client.generate(model=NAME, prompt=prompt, system=spec["system"],
                               options={**spec["parameters"], **seed}).response
     assert variant == by_hand  # the stored SYSTEM and PARAMETERs are what the variant runs with
     client.copy("coder-test", "coder-copy")
@@ -139,25 +141,25 @@ def test_create_applies_system_and_parameters_then_copy_and_delete(client):
 
 
 def test_options_num_predict_seed_stop_and_num_ctx(client):
-    cut = client.generate(model="phi4-mini", prompt=curriculum.SEED_TRAIN_QUESTION, options={**GREEDY, "num_predict": 4})
+    cut = client.generate(model=NAME, prompt=curriculum.SEED_TRAIN_QUESTION, options={**GREEDY, "num_predict": 4})
     assert cut.done_reason == "length" and cut.eval_count == 4
-    sampled = [client.generate(model="phi4-mini", prompt=curriculum.SEED_TRAIN_QUESTION,
+    sampled = [client.generate(model=NAME, prompt=curriculum.SEED_TRAIN_QUESTION,
                                options={"temperature": 1.5, "seed": s}).response for s in (3, 3, 4)]
     assert sampled[0] == sampled[1]
-    stopped = client.chat(model="phi4-mini", messages=TRAIN, options={**GREEDY, "stop": ["km/h"]})
+    stopped = client.chat(model=NAME, messages=TRAIN, options={**GREEDY, "stop": ["km/h"]})
     assert "km/h" not in stopped.message.content and stopped.message.content
-    client.generate(model="phi4-mini", prompt="", options={"num_ctx": 512})
+    client.generate(model=NAME, prompt="", options={"num_ctx": 512})
     assert [m.context_length for m in client.ps().models] == [512]  # a load option reloads the runner
-    client.generate(model="phi4-mini", prompt="", options={"num_ctx": 1024})
+    client.generate(model=NAME, prompt="", options={"num_ctx": 1024})
 
 
 def test_load_and_unload_with_keep_alive(client):
-    assert_shape(raw(client, "/api/chat", {"model": "phi4-mini", "messages": []}), DOCS["chat_load"])
+    assert_shape(raw(client, "/api/chat", {"model": NAME, "messages": []}), DOCS["chat_load"])
     assert client.ps().models
-    assert_shape(raw(client, "/api/generate", {"model": "phi4-mini"}), DOCS["generate_load"])
-    unloaded = client.generate(model="phi4-mini", prompt="", keep_alive=0)
+    assert_shape(raw(client, "/api/generate", {"model": NAME}), DOCS["generate_load"])
+    unloaded = client.generate(model=NAME, prompt="", keep_alive=0)
     assert unloaded.done_reason == "unload" and not client.ps().models
-    assert_shape(raw(client, "/api/generate", {"model": "phi4-mini", "keep_alive": 0}), DOCS["generate_unload"])
+    assert_shape(raw(client, "/api/generate", {"model": NAME, "keep_alive": 0}), DOCS["generate_unload"])
 
 
 @pytest.mark.parametrize("call, status, message", [
@@ -165,9 +167,10 @@ def test_load_and_unload_with_keep_alive(client):
     (lambda c: c.show("no-such-model"), 404, "not found"),
     (lambda c: c.delete("no-such-model"), 404, "not found"),
     (lambda c: c.pull("no-such-model"), 404, "file does not exist"),
-    (lambda c: c.generate(model="phi4-mini", prompt="hi", options={"temperature": "hot"}), 400,
-     'option "temperature" must be of type float'),
-    (lambda c: c.chat(model="phi4-mini", messages=TOOL, options={"num_ctx": 1.5}), 400, 'option "num_ctx" must be of type integer'),
+    # Ollama answers a wrong option type with 500 (handleScheduleError's default branch, v0.18.2)
+    (lambda c: c.generate(model=NAME, prompt="hi", options={"temperature": "hot"}), 500,
+     'option "temperature" must be of type float32'),
+    (lambda c: c.chat(model=NAME, messages=TOOL, options={"num_ctx": 1.5}), 500, 'option "num_ctx" must be of type integer'),
     (lambda c: c.create(model="x", from_="no-such-model"), 404, "not found"),
 ])
 def test_errors_are_ollama_style(client, call, status, message):
@@ -181,7 +184,7 @@ def test_malformed_json_and_unknown_options(client, server):
     for body, message in ((b"{", "invalid JSON"), (b"", "missing request body"), (b"[1]", "must be a JSON object")):
         response = http.post("/api/chat", content=body)
         assert response.status_code == 400 and message in response.json()["error"]
-    ignored = client.generate(model="phi4-mini", prompt=curriculum.SEED_TRAIN_QUESTION,
+    ignored = client.generate(model=NAME, prompt=curriculum.SEED_TRAIN_QUESTION,
                               options={**GREEDY, "not_an_option": 1, "num_predict": 2})
     assert ignored.eval_count == 2
     assert "invalid option provided: not_an_option" in server.logs(tail=200)
@@ -189,10 +192,10 @@ def test_malformed_json_and_unknown_options(client, server):
 
 def test_openai_compatible_endpoint(server, client):
     cl = openai_chat.client(server.base_url)
-    assert "phi4-mini:latest" in [m.id for m in cl.models.list().data]
-    reply = openai_chat.chat(cl, "phi4-mini", TRAIN)
+    assert MODEL in [m.id for m in cl.models.list().data]
+    reply = openai_chat.chat(cl, NAME, TRAIN)
     assert grading.grade_math(reply.content, 2.4)
-    call = openai_chat.chat(cl, "phi4-mini", TOOL, tools=[curriculum.CIRCLE_TOOL])
+    call = openai_chat.chat(cl, NAME, TOOL, tools=[curriculum.CIRCLE_TOOL])
     assert call.finish_reason == "tool_calls" and call.tool_calls[0]["arguments"] == {"radius": 5}
-    assert openai_chat.stream(cl, "phi4-mini", TRAIN)["text"] == reply.content
+    assert openai_chat.stream(cl, NAME, TRAIN)["text"] == reply.content
     assert openai_chat.expect_error(lambda: cl.chat.completions.create(model="nope", messages=TRAIN))["status"] == 404

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from helpers import chat_format, curriculum, phi4_nano
-from helpers.chat_format import parse_tool_calls
+from helpers.tool_formats import parse_tool_calls
 
 pytestmark = pytest.mark.slow
 

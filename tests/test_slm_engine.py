@@ -6,10 +6,10 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from helpers import backends, chat_format, curriculum, openai_chat, phi4_nano, slm_engine
+from helpers import chat_format, curriculum, models, openai_chat, phi4_nano, slm_engine
 
 pytestmark = pytest.mark.slow
-MODEL = backends.SERVED_NAME
+MODEL = models.get("phi4-nano").served_name
 TRAIN = [{"role": "system", "content": curriculum.MATH_SYSTEMS[1]}, {"role": "user", "content": curriculum.SEED_TRAIN_QUESTION}]
 TOOL = [{"role": "user", "content": curriculum.SEED_TOOL_PROMPT}]
 
@@ -56,6 +56,15 @@ def test_tool_calls_stream(client):
     assert [(d.function.name, json.loads(d.function.arguments)) for d in deltas] == [("calculate_circle_area", {"radius": 5})]
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
     assert chunks[-1].usage.completion_tokens > 0
+
+
+def test_raw_completion_shows_what_the_model_wrote(client, nano):
+    _, tokenizer, _ = nano
+    prompt = tokenizer.apply_chat_template(TOOL, tools=[curriculum.CIRCLE_TOOL], add_generation_prompt=True, tokenize=False)
+    raw = openai_chat.raw_completion(client, MODEL, prompt, max_tokens=40)
+    assert raw.startswith("<|tool_call|>[") and "calculate_circle_area" in raw  # special tokens kept
+    plain = client.completions.create(model=MODEL, prompt=prompt, max_tokens=40, temperature=0).choices[0].text
+    assert "<|tool_call|>" not in plain  # skipped by default, as in vLLM
 
 
 def test_tool_choice_none_answers_in_text(client):

@@ -1,4 +1,4 @@
-"""Solution: lab 2 (runs in the lab's namespace: QUESTION, CIRCLE_TOOL, servers, clients are defined there)."""
+"""Solution: lab 2 (runs in the lab's namespace: QUESTION, CIRCLE_TOOL, MODEL_NAME, TOKENS, servers are defined there)."""
 
 
 def weather_tool():
@@ -20,17 +20,18 @@ def round_trip(name):
     messages = [{"role": "user", "content": QUESTION}]  # noqa: F821
     base_url = servers[name].base_url  # noqa: F821
     if name == "ollama":
-        client = ollama.Client(host=base_url)  # noqa: F821
-        reply = client.chat(model="phi4-mini", messages=messages, tools=tools, options={"temperature": 0})
+        client = ollama.Client(host=base_url, timeout=600)  # noqa: F821
+        options = {"temperature": 0, "num_predict": TOKENS}  # noqa: F821
+        reply = client.chat(model=MODEL_NAME, messages=messages, tools=tools, options=options)  # noqa: F821
         calls = [(c.function.name, dict(c.function.arguments)) for c in reply.message.tool_calls or []]
         results = [TOOLS[n](**a) for n, a in calls]
-        final = client.chat(model="phi4-mini", messages=ollama_lab.tool_result_messages(messages, reply, results),  # noqa: F821
-                            tools=tools, options={"temperature": 0})
+        final = client.chat(model=MODEL_NAME, messages=ollama_lab.tool_result_messages(messages, reply, results),  # noqa: F821
+                            tools=tools, options=options)
         return calls, final.message.content
-    client = openai_chat.client(base_url)  # noqa: F821
-    reply = openai_chat.chat(client, "phi4-mini", messages, tools=tools)  # noqa: F821
+    client = openai_chat.client(base_url, timeout=600)  # noqa: F821
+    reply = openai_chat.chat(client, MODEL_NAME, messages, tools=tools, max_tokens=TOKENS)  # noqa: F821
     calls = [(c["name"], c["arguments"]) for c in reply.tool_calls]
     results = [TOOLS[n](**a) for n, a in calls]
-    final = openai_chat.chat(client, "phi4-mini", openai_chat.tool_result_messages(messages, reply, results),  # noqa: F821
-                             tools=tools)
+    final = openai_chat.chat(client, MODEL_NAME, openai_chat.tool_result_messages(messages, reply, results),  # noqa: F821
+                             tools=tools, max_tokens=TOKENS)  # noqa: F821
     return calls, final.content

