@@ -219,6 +219,8 @@ class DockerRuntime:
         self.client = client or docker.from_env()
         self.gpu_available = "nvidia" in self.client.info().get("Runtimes", {})
         self.registry = registry_reachable() if registry is None else registry
+        self._running: dict[str, Deployment] = {}
+        atexit.register(self.stop_all)  # a kernel that ends (or fails) takes its containers along
 
     def uses_standin(self, spec: BackendSpec) -> bool:
         """True when ``spec``'s official image is neither here nor pullable, so its stand-in runs."""
@@ -274,6 +276,7 @@ class DockerRuntime:
         host_port = host_port or free_port()
         container = self.client.containers.run(**docker_run_kwargs(spec, image, host_port, self.gpu_available, standin))
         deployment = Deployment(spec, f"http://127.0.0.1:{host_port}", self, container)
+        self._running[container.id] = deployment
         try:
             deployment.ready_s = wait_for_health(deployment.base_url + spec.health_path, lambda: self._alive(container),
                                                  lambda: self.logs(deployment, 40), timeout)
@@ -341,6 +344,11 @@ class DockerRuntime:
             deployment.handle.remove(force=True, v=False)
         except docker.errors.NotFound:
             pass
+        self._running.pop(deployment.handle.id, None)
+
+    def stop_all(self) -> None:
+        for deployment in list(self._running.values()):
+            self.stop(deployment)
 
     def cleanup(self) -> list[str]:
         """Remove every container this lab labelled (strays after a crashed kernel)."""

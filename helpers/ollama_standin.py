@@ -41,6 +41,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from helpers import gguf_files
+from helpers.paths import file_sha256
 from helpers.chat_format import compile_template, openai_tool_calls, render_prompt, tools_in_system_message
 from helpers.tool_formats import PHI4_END, PHI4_START, StreamSplitter
 
@@ -583,7 +584,7 @@ def create_app(service: Service) -> FastAPI:
         async def statuses():
             yield {"status": "pulling manifest"}
             gguf = source / "model.gguf"
-            digest = "sha256:" + await asyncio.to_thread(_sha256, gguf)
+            digest = "sha256:" + await asyncio.to_thread(file_sha256, gguf)
             total, done = gguf.stat().st_size, 0
             target = service.store.blob(digest)
             if not target.exists():
@@ -596,7 +597,7 @@ def create_app(service: Service) -> FastAPI:
                 partial.rename(target)
             yield {"status": f"pulling {digest[7:19]}", "digest": digest, "total": total, "completed": total}
             yield {"status": "verifying sha256 digest"}
-            if "sha256:" + await asyncio.to_thread(_sha256, target) != digest:
+            if "sha256:" + await asyncio.to_thread(file_sha256, target) != digest:
                 yield {"error": "digest mismatch"}
                 return
             layers = [{"mediaType": MEDIA["model"], "digest": digest, "size": total}]
@@ -795,14 +796,6 @@ def _from_openai(message) -> dict:
             calls.append({"function": {"name": function.get("name", ""), "arguments": arguments}})
         out["tool_calls"] = calls
     return out
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def publish(library: Path, name: str, gguf: Path, params: dict | None = None, system: str = "") -> Path:

@@ -20,6 +20,15 @@ def cache_dir() -> Path:
     return root
 
 
+def file_sha256(path: Path) -> str:
+    """The sha256 hex digest of a file, read in 1 MB blocks (GGUFs are large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def content_key(recipe: dict, files: list[Path] = ()) -> str:
     """A short hash of a JSON-able recipe and the text of the files that implement it."""
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode())

@@ -75,5 +75,17 @@ def lb_stats(stats_port: int) -> list[dict]:
             and not r["status"].startswith("MAINT")]
 
 
+def up(card, port: int, stats_port: int, cpus: float, timeout: float = 900) -> ComposeStack:
+    """Images built, the convert job run on ``card``'s folder, then one engine replica behind HAProxy, healthy."""
+    built = images(card)
+    engine_stack = stack(card, port, stats_port, cpus, built["lb"])
+    engine_stack.down()  # leftovers of an interrupted run
+    print(engine_stack.compose("--profile", "convert", "run", "--rm", "convert").strip().splitlines()[-1])
+    seconds = engine_stack.up({"engine": 1}, timeout=timeout)
+    print(f"healthy after {seconds:.1f} s; {card.served_name} ({card.engine_variant}) behind http://127.0.0.1:{port}, "
+          f"HAProxy's stats at http://127.0.0.1:{stats_port}/stats")
+    return engine_stack
+
+
 def haproxy_config() -> str:
     return (REPO / "compose" / "lb" / "haproxy.cfg").read_text()

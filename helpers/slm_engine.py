@@ -213,7 +213,7 @@ class Job:
     sampling: Sampling
     emit: object  # callable(event: dict)
     tool_names: list[str] | None = None  # offered tools: a tool call is held back and parsed
-    raw: bool = False  # keep special tokens in the text (raw completions)
+    hidden: tuple[str, ...] = ()  # special tokens left out of the text
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
@@ -241,8 +241,8 @@ class Engine:
         self.load_seconds = time.perf_counter() - start
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         # special tokens never reach a chat answer, except Phi-4's tool-call markers, which the parser reads
-        self.hidden = tuple(t.content for t in self.tokenizer.get_added_tokens_decoder().values()
-                            if t.special and t.content not in (PHI4_START, PHI4_END))
+        self.specials = tuple(t.content for t in self.tokenizer.get_added_tokens_decoder().values() if t.special)
+        self.chat_hidden = tuple(t for t in self.specials if t not in (PHI4_START, PHI4_END))
         source = _chat_template(folder)
         self.template, self.system_tools = compile_template(source), tools_in_system_message(source)
         self.jobs: queue.Queue[Job] = queue.Queue()
@@ -314,7 +314,7 @@ class Engine:
         generator.append_tokens(np.array([job.ids], dtype=np.int32))
         # the per-token loop stays lean: with a tiny model each token costs ~0.2 ms of compute
         step, tokenizer, eos, stops = DecodeStream(skip_special_tokens=False).step, self.tokenizer, self.eos, s.stops
-        splitter = StreamSplitter(job.tool_names, hidden=() if job.raw else self.hidden)
+        splitter = StreamSplitter(job.tool_names, hidden=job.hidden)
         interval, emit, cancelled = self.stream_interval, job.emit, job.cancelled
         text, tokens, finish, stopped = "", 0, "length", False
         sent, last_emit = 0, -1.0  # characters of ``text`` already emitted, and when
@@ -477,7 +477,8 @@ def create_app(engine: Engine) -> FastAPI:
         max_tokens = engine.check_length(ids, body.max_completion_tokens or body.max_tokens)
         sampling = Sampling(max_tokens, body.temperature, body.top_p, body.top_k, body.seed, body.stop or [],
                             body.min_tokens)
-        events = _start(engine, ids, sampling, [t["function"]["name"] for t in use_tools] if use_tools else None)
+        events = _start(engine, ids, sampling, [t["function"]["name"] for t in use_tools] if use_tools else None,
+                        engine.chat_hidden)
         rid, now = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         if body.stream:
             usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -498,7 +499,7 @@ def create_app(engine: Engine) -> FastAPI:
         ids = engine.tokenizer.encode(body.prompt, add_special_tokens=False).ids
         max_tokens = engine.check_length(ids, body.max_tokens)
         started = _start(engine, ids, Sampling(max_tokens, body.temperature, stops=body.stop or []),
-                         raw=not body.skip_special_tokens)
+                         hidden=engine.specials if body.skip_special_tokens else ())
         text, end = await _collect(started)
         return {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion", "created": int(time.time()),
                 "model": engine.served_name, "usage": _usage(end),
@@ -510,7 +511,7 @@ def create_app(engine: Engine) -> FastAPI:
         ids = engine.render(messages, None)
         max_tokens = engine.check_length(ids, body.max_length)
         start = time.perf_counter()
-        text, end = await _collect(_start(engine, ids, Sampling(max_tokens, body.temperature)))
+        text, end = await _collect(_start(engine, ids, Sampling(max_tokens, body.temperature), hidden=engine.specials))
         return {"generated_text": text, "task_type": body.task_type, "inference_time": round(time.perf_counter() - start, 4),
                 "model": engine.served_name, "usage": _usage(end), "finish_reason": end["finish"]}
 
@@ -518,10 +519,10 @@ def create_app(engine: Engine) -> FastAPI:
 
 
 def _start(engine: Engine, ids: list[int], sampling: Sampling, tool_names: list[str] | None = None,
-           raw: bool = False) -> tuple[asyncio.Queue, Job]:
+           hidden: tuple[str, ...] = ()) -> tuple[asyncio.Queue, Job]:
     loop = asyncio.get_running_loop()
     events: asyncio.Queue = asyncio.Queue()
-    job = Job(ids, sampling, lambda event: loop.call_soon_threadsafe(events.put_nowait, event), tool_names, raw)
+    job = Job(ids, sampling, lambda event: loop.call_soon_threadsafe(events.put_nowait, event), tool_names, hidden)
     engine.submit(job)
     return events, job
 

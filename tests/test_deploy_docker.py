@@ -88,3 +88,18 @@ def test_haproxy_standin_accepts_the_stacks_config(runtime):
                                         volumes={str(REPO / "compose" / "lb"): {"bind": "/cfg", "mode": "ro"}})
     assert b"Configuration file is valid" in out
     assert runtime.client.images.get(image).labels[f"{deploy.LABEL}.standin-for"] == "haproxy:2.6.12"
+
+
+def test_failed_notebook_leaves_no_container(runtime, tmp_path):
+    from conftest import small_notebook
+
+    from helpers import workbook
+
+    path = small_notebook(tmp_path / "00_container.ipynb", "runtime = 'docker'\nsummary_dir = None",
+                          "from helpers import deploy\nfrom helpers.paths import REPO\n"
+                          "spec = deploy.BackendSpec('echo', 8000, build_context=REPO / 'compose' / 'echo-backend')\n"
+                          "d = deploy.DockerRuntime(registry=False).start(spec, timeout=60, progress=False)",
+                          "raise RuntimeError('a learner broke this cell')")
+    with pytest.raises(workbook.NotebookFailed, match="a learner broke this cell"):
+        workbook.run_notebook(path, tmp_path / "out")
+    assert not _labelled(runtime), "the backend's container outlived its kernel"

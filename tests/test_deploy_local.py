@@ -4,7 +4,6 @@ import subprocess
 import sys
 import time
 
-import nbformat
 import pytest
 import requests
 
@@ -71,19 +70,14 @@ def test_cleanup_kills_strays_of_earlier_kernels(tmp_path):
 
 
 def test_failed_notebook_leaves_no_orphan_process(tmp_path):
-    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                                           "language": "python"}})
-    nb.cells = [
-        nbformat.v4.new_code_cell("runtime = 'local'\nsummary_dir = None", metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell(
-            "import sys\nfrom helpers import deploy\nfrom helpers.summary import Summary\n"
-            "s = Summary('00_orphan', summary_dir)\n"
-            f"spec = deploy.BackendSpec('static', 0, local_command={HTTP_SERVER!r}, health_path='/')\n"
-            "d = deploy.LocalRuntime().start(spec, timeout=30)\ns.record('pid', d.handle.pid)"),
-        nbformat.v4.new_code_cell("raise RuntimeError('a learner broke this cell')"),
-    ]
-    path = tmp_path / "00_orphan.ipynb"
-    nbformat.write(nb, path)
+    from conftest import small_notebook
+
+    path = small_notebook(tmp_path / "00_orphan.ipynb", "runtime = 'local'\nsummary_dir = None",
+                          "import sys\nfrom helpers import deploy\nfrom helpers.summary import Summary\n"
+                          "s = Summary('00_orphan', summary_dir)\n"
+                          f"spec = deploy.BackendSpec('static', 0, local_command={HTTP_SERVER!r}, health_path='/')\n"
+                          "d = deploy.LocalRuntime().start(spec, timeout=30)\ns.record('pid', d.handle.pid)",
+                          "raise RuntimeError('a learner broke this cell')")
     with pytest.raises(workbook.NotebookFailed, match="a learner broke this cell"):
         workbook.run_notebook(path, tmp_path / "out")
     pid = __import__("json").loads((tmp_path / "out" / "00_orphan.summary.json").read_text())["values"]["pid"]
