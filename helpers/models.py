@@ -14,9 +14,6 @@ from dataclasses import dataclass, field
 
 from helpers import chat_format, weights
 
-GB = 1e9
-
-
 @dataclass(frozen=True)
 class Need:
     """What one form of a model needs: disk for its files, RAM to run it on a CPU, VRAM on a GPU (GB)."""
@@ -54,7 +51,7 @@ class ModelCard:
     architecture: str
     served_name: str  # what clients ask for, on every backend
     context: int  # tokens every backend is started with (vLLM --max-model-len, Ollama num_ctx, engine)
-    template_tools: str  # how its chat template takes tools: "tools" variable or Phi-4's "system message"
+    template_tools: str  # where its chat template reads tools: the "tools" variable, or Phi-4's "system message"
     tool_format: str  # the tool-call format its chat template asks for (helpers.tool_formats.FORMATS)
     vllm_tool_parser: dict  # runtime -> --tool-call-parser (the lab's plugin is "slm_lab")
     vllm_chat_template: dict = field(default_factory=dict)  # runtime -> --chat-template path (default: the model's)
@@ -109,7 +106,7 @@ register(ModelCard(
     key="phi4-nano", title="phi4-nano", source=weights.BuiltHere(), license="built here (no upstream weights)",
     parameters=1_836_288, architecture="Phi3ForCausalLM", served_name="phi4-nano",
     # longrope's switch point: above it vLLM and llama.cpp use the long factors everywhere (docs/vllm-cpu.md)
-    context=1024, template_tools="tools", tool_format="phi4",
+    context=1024, template_tools="tools variable", tool_format="phi4",
     vllm_tool_parser={"local": "slm_lab", "docker": "slm_lab"},
     onnx_variants=("optimum-fp32", "optimum-o2", "optimum-int8", "genai-fp32", "genai-int4", "genai-int8"),
     ollama_params={"num_ctx": 1024, "repeat_penalty": 1.0},
@@ -138,7 +135,7 @@ register(ModelCard(
                     "pinned by sha256 and the assembled file checked by sha256 and GGUF header."),
         hub_repo="Qwen/Qwen2.5-Coder-0.5B-Instruct"),
     license="Apache-2.0", parameters=630_167_424, architecture="Qwen2ForCausalLM",  # 494M + the untied LM head
-    served_name="qwen2.5-coder:0.5b", context=2048, template_tools="tools", tool_format="hermes",
+    served_name="qwen2.5-coder:0.5b", context=2048, template_tools="tools variable", tool_format="hermes",
     vllm_tool_parser={"local": "slm_lab", "docker": "slm_lab"},
     onnx_variants=("genai-fp32", "genai-int4"), ollama_library=True,
     ollama_params={"num_ctx": 2048, "repeat_penalty": 1.0},
@@ -215,7 +212,7 @@ def require(card: ModelCard, forms: tuple[str, ...], env, gpu: bool = False, tog
 def overview() -> list[dict]:
     """One row per registered model: where it comes from and what each backend loads of it."""
     return [{"model": c.key, "parameters": c.params, "from": c.origin, "license": c.license, "served as": c.served_name,
-             "context": c.context, "tool calls asked for": c.tool_format,
+             "context": c.context, "template takes tools from": c.template_tools, "tool calls asked for": c.tool_format,
              "vLLM loads": f"HF folder ({c.dtype['vllm']})", "Ollama loads": "GGUF",
              "engine loads": c.engine_variant, "RAM (largest form, GB)": max(n.ram for n in c.needs.values())}
             for c in MODELS.values()]

