@@ -87,5 +87,26 @@ def up(card, port: int, stats_port: int, cpus: float, timeout: float = 900) -> C
     return engine_stack
 
 
+def scale_out(engine_stack: ComposeStack, card, port: int, replicas: int, levels, requests: int = 16,
+              timeout: float = 900) -> dict:
+    """The same benchmark through HAProxy with one replica, then with ``replicas``; returns both sweeps and the
+    ratio of their peak output tokens/s (shown, not asserted: it depends on the cores free)."""
+    from helpers import curriculum, serving_bench
+
+    count = serving_bench.token_counter(card.hf_folder(progress=False) / "tokenizer.json")
+    prompts = [[{"role": "user", "content": curriculum.SEED_TRAIN_QUESTION}],
+               [{"role": "user", "content": curriculum.SEED_CODE_PROMPT}]]
+
+    def sweep():
+        return serving_bench.sweep(f"http://127.0.0.1:{port}", card.served_name, prompts, count, levels, requests,
+                                   max_tokens=card.budget.bench_tokens)
+
+    sweeps = {"1 replica": sweep()}
+    engine_stack.up({"engine": replicas}, timeout=timeout)
+    sweeps[f"{replicas} replicas"] = sweep()
+    one, many = (max(r["output_tok_s"] for r in rows) for rows in sweeps.values())
+    return {"sweeps": sweeps, "peak_ratio": round(many / one, 2)}
+
+
 def haproxy_config() -> str:
     return (REPO / "compose" / "lb" / "haproxy.cfg").read_text()

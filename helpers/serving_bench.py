@@ -116,7 +116,7 @@ def sweep(base_url: str, model: str, prompts: list[list[dict]], count, levels=(1
 
 
 def table(results: dict[str, list[dict]]) -> list[dict]:
-    """One row per backend and concurrency level: the figures a reader compares."""
+    """One row per backend (or stack) and concurrency level: the figures a reader compares."""
     return [{"backend": name, "concurrency": r["concurrency"], "req/s": r["request_throughput"], "tok/s": r["output_tok_s"],
              "TTFT p50": r["ttft_ms"]["p50"], "TTFT p99": r["ttft_ms"]["p99"], "ITL p50": r["itl_ms"]["p50"],
              "e2e p50": r["e2e_ms"]["p50"], "e2e p90": r["e2e_ms"]["p90"], "e2e p99": r["e2e_ms"]["p99"],

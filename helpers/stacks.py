@@ -6,6 +6,7 @@ when the ``with`` block is left, also after an error.
 """
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import time
@@ -18,11 +19,14 @@ PROJECT_LABEL = "com.docker.compose.project"
 
 class ComposeStack:
     def __init__(self, compose_file: Path, project: str, env: dict[str, str] | None = None):
-        import docker
-
         self.file, self.project = compose_file.resolve(), project
         self.env = {k: str(v) for k, v in (env or {}).items()}
-        self.client = docker.from_env()
+
+    @functools.cached_property
+    def client(self):
+        """The Docker SDK's client, made when first needed (settling the stack's settings needs no daemon)."""
+        import docker
+        return docker.from_env()
 
     def compose(self, *args: str, check: bool = True) -> str:
         result = subprocess.run(["docker-compose", "-p", self.project, "-f", str(self.file), *args],
