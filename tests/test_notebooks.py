@@ -22,6 +22,7 @@ REQUIRED_CHECKS = {
                 "tool calls are valid against their schema", "final answer uses the tool's result",
                 "streamed text equals the non-streamed answer", "bad requests are 4xx, not 5xx"],
     "02_ollama": ["model pulled", "the server parsed what the model wrote", "both variants created",
+                  "streamed text equals the non-streamed answer",
                   "each variant runs with its stored SYSTEM and PARAMETERs", "OpenAI endpoint returns the same tool calls",
                   "errors are Ollama's: 404 for an unknown model, 500 for a bad option type"],
     "03_onnx_conversion": ["every variant folder carries its tokenizer and chat template",
