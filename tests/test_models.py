@@ -113,3 +113,10 @@ def test_a_new_model_is_one_registry_entry(smollm2, tmp_path):
             else:
                 reply = openai_chat.chat(openai_chat.client(server.base_url), smollm2.served_name, messages, max_tokens=24)
                 assert reply.content == expected
+
+
+def test_the_official_checkpoint_is_preferred_where_the_hub_answers(monkeypatch, tmp_path):
+    source = models.get("qwen2.5-coder-0.5b").source
+    monkeypatch.setattr(weights, "hub_reachable", lambda repo: repo == "Qwen/Qwen2.5-Coder-0.5B-Instruct")
+    monkeypatch.setattr(weights, "hub_snapshot", lambda repo, patterns=None: tmp_path / repo)
+    assert source.hf_folder() == tmp_path / "Qwen/Qwen2.5-Coder-0.5B-Instruct"  # no GGUF download, no dequantising
