@@ -34,7 +34,8 @@ import requests
 
 from helpers.paths import cache_dir
 
-LABEL = "slm-deploy-lab"
+LABEL = "slm-deploy-lab"  # on containers the runtime starts: what cleanup() removes
+IMAGE_LABEL = f"{LABEL}.image"  # on images the lab builds; a key of its own, for containers inherit image labels
 # The offline base image compose/engine/setup-local-engine.sh makes where no registry is reachable;
 # Dockerfiles that take ``ARG BASE`` build FROM it when it exists, FROM their public default otherwise.
 OFFLINE_BASE = "slm-deploy-lab/base:bookworm"
@@ -297,7 +298,7 @@ class DockerRuntime:
         from helpers import venvs
 
         tag = f"{LABEL}/{name}:local"
-        kwargs = {"tag": tag, "decode": True, "rm": True, "labels": {LABEL: "1", **(labels or {})},
+        kwargs = {"tag": tag, "decode": True, "rm": True, "labels": {IMAGE_LABEL: "1", **(labels or {})},
                   "dockerfile": dockerfile}
         try:
             self.client.images.get(OFFLINE_BASE)

@@ -18,8 +18,16 @@ def runtime():
         rt.client.images.get(BASE_IMAGE)
     except Exception:
         pytest.skip(f"base image {BASE_IMAGE} missing: run compose/engine/setup-local-engine.sh")
+    before = _labelled(rt)
     yield rt
-    rt.cleanup()
+    for container_id in _labelled(rt) - before:
+        rt.client.containers.get(container_id).remove(force=True)
+
+
+@pytest.fixture
+def existing(runtime) -> set:
+    """The lab's containers before the test: it must leave no more behind."""
+    return _labelled(runtime)
 
 
 def _spec(**overrides):
@@ -27,11 +35,12 @@ def _spec(**overrides):
                                  "mem_limit": "256m", "cpus": 0.5, **overrides})
 
 
-def _labelled(rt):
-    return rt.client.containers.list(all=True, filters={"label": deploy.LABEL})
+def _labelled(rt) -> set:
+    """Ids of the containers a DockerRuntime started (a learner's own deployments may be among them)."""
+    return {c.id for c in rt.client.containers.list(all=True, filters={"label": deploy.LABEL})}
 
 
-def test_build_start_request_logs_stop(runtime):
+def test_build_start_request_logs_stop(runtime, existing):
     with runtime.start(_spec(), timeout=60, progress=False) as d:
         assert d.base_url.startswith("http://127.0.0.1:")
         assert requests.post(d.base_url + "/echo", json={"hi": 1}, timeout=5).json() == {"echo": {"hi": 1}}
@@ -40,29 +49,40 @@ def test_build_start_request_logs_stop(runtime):
         assert d.handle.attrs["HostConfig"]["Memory"] == 256 * 2**20
         assert d.handle.attrs["HostConfig"]["NanoCpus"] == 5 * 10**8
         assert d.handle.attrs["Config"]["User"] == "lab"
-    assert not _labelled(runtime)
+    assert _labelled(runtime) <= existing
 
 
-def test_exiting_container_fails_fast_and_is_removed(runtime):
+def test_exiting_container_fails_fast_and_is_removed(runtime, existing):
     with pytest.raises(deploy.DeployError, match=r"(?s)exit code 3.*failing on purpose"):
         runtime.start(_spec(command=["--fail"]), timeout=60, progress=False)
-    assert not _labelled(runtime)
+    assert _labelled(runtime) <= existing
 
 
-def test_health_timeout_removes_the_container(runtime):
+def test_health_timeout_removes_the_container(runtime, existing):
     with pytest.raises(deploy.DeployError, match="not healthy after 3 s"):
         runtime.start(_spec(health_path="/missing"), timeout=3, progress=False)
-    assert not _labelled(runtime)
+    assert _labelled(runtime) <= existing
 
 
 def test_cleanup_removes_strays(runtime):
     image = runtime.ensure_image(_spec(), progress=False)
-    runtime.client.containers.run(image, detach=True, labels={deploy.LABEL: "1"})
-    assert len(runtime.cleanup()) == 1 and not _labelled(runtime)
+    stray = runtime.client.containers.run(image, detach=True, labels={deploy.LABEL: "1"})
+    assert stray.name in runtime.cleanup() and not _labelled(runtime)
+
+
+def test_containers_of_lab_images_are_not_the_runtimes(runtime, existing):
+    """A compose stack's containers inherit the labels of the lab's images; cleanup() leaves them to compose."""
+    image = runtime.ensure_image(_spec(), progress=False)
+    other = runtime.client.containers.run(image, detach=True)
+    try:
+        assert runtime.client.images.get(image).labels[deploy.IMAGE_LABEL] == "1"
+        assert other.id not in _labelled(runtime)
+    finally:
+        other.remove(force=True)
 
 
 @pytest.mark.slow
-def test_engine_image_serves_phi4_nano(runtime, nano_card, onnx_folder):
+def test_engine_image_serves_phi4_nano(runtime, existing, nano_card, onnx_folder):
     """Built from a wheelhouse made for the image's Python (helpers/venvs.py), the model folder read-only."""
     from helpers import backends, curriculum, openai_chat
 
@@ -77,7 +97,7 @@ def test_engine_image_serves_phi4_nano(runtime, nano_card, onnx_folder):
         d.handle.reload()
         assert d.handle.attrs["Config"]["User"] == "engine" and d.handle.attrs["HostConfig"]["Memory"] == 2 * 2**30
         assert d.handle.attrs["HostConfig"]["Binds"][0].endswith(":/models:ro")
-    assert not _labelled(runtime)
+    assert _labelled(runtime) <= existing
 
 
 def test_haproxy_standin_accepts_the_stacks_config(runtime):
@@ -90,7 +110,7 @@ def test_haproxy_standin_accepts_the_stacks_config(runtime):
     assert runtime.client.images.get(image).labels[f"{deploy.LABEL}.standin-for"] == "haproxy:2.6.12"
 
 
-def test_failed_notebook_leaves_no_container(runtime, tmp_path):
+def test_failed_notebook_leaves_no_container(runtime, existing, tmp_path):
     from conftest import small_notebook
 
     from helpers import workbook
@@ -102,4 +122,4 @@ def test_failed_notebook_leaves_no_container(runtime, tmp_path):
                           "raise RuntimeError('a learner broke this cell')")
     with pytest.raises(workbook.NotebookFailed, match="a learner broke this cell"):
         workbook.run_notebook(path, tmp_path / "out")
-    assert not _labelled(runtime), "the backend's container outlived its kernel"
+    assert _labelled(runtime) <= existing, "the backend's container outlived its kernel"
