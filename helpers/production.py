@@ -87,25 +87,33 @@ def up(card, port: int, stats_port: int, cpus: float, timeout: float = 900) -> C
     return engine_stack
 
 
-def scale_out(engine_stack: ComposeStack, card, port: int, replicas: int, levels, requests: int = 16,
+def scale_out(engine_stack: ComposeStack, card, port: int, replicas: int, levels=None,
               timeout: float = 900) -> dict:
     """The same benchmark through HAProxy with one replica, then with ``replicas``; returns both sweeps and the
-    ratio of their peak output tokens/s (shown, not asserted: it depends on the cores free)."""
+    ratio of their peak output tokens/s (shown, not asserted: it depends on the cores free). Concurrency
+    ``levels``, requests and tokens per request: the model card's benchmark budget unless given."""
     from helpers import curriculum, serving_bench
 
+    budget = card.budget
     count = serving_bench.token_counter(card.hf_folder(progress=False) / "tokenizer.json")
     prompts = [[{"role": "user", "content": curriculum.SEED_TRAIN_QUESTION}],
                [{"role": "user", "content": curriculum.SEED_CODE_PROMPT}]]
 
     def sweep():
-        return serving_bench.sweep(f"http://127.0.0.1:{port}", card.served_name, prompts, count, levels, requests,
-                                   max_tokens=card.budget.bench_tokens)
+        return serving_bench.sweep(f"http://127.0.0.1:{port}", card.served_name, prompts, count,
+                                   levels or budget.bench_levels, budget.bench_requests, max_tokens=budget.bench_tokens)
 
     sweeps = {"1 replica": sweep()}
     engine_stack.up({"engine": replicas}, timeout=timeout)
     sweeps[f"{replicas} replicas"] = sweep()
     one, many = (max(r["output_tok_s"] for r in rows) for rows in sweeps.values())
     return {"sweeps": sweeps, "peak_ratio": round(many / one, 2)}
+
+
+def failures(sweeps: dict[str, list[dict]]) -> list[dict]:
+    """The sweep rows where requests failed, with the errors they got (HAProxy's 503 names no replica UP)."""
+    return [{"stack": name, "concurrency": r["concurrency"], "failed": r["failed"], "errors": r["errors"]}
+            for name, rows in sweeps.items() for r in rows if r["failed"]]
 
 
 def haproxy_config() -> str:

@@ -13,8 +13,9 @@ onnxruntime-genai build (``genai_config.json``, ``model.onnx``) that ships its
   what the model wrote before any parser;
 - ``GET /v1/models``, ``GET /health`` (model, variant, provider, readiness),
   ``GET /metrics`` (Prometheus text), and the seed's ``POST /reasoning``;
-- requests run on a small pool of generator threads behind a bounded queue; a full
-  queue answers 429, a bad request 4xx JSON in OpenAI's error shape — never a 500.
+- up to ``--workers`` generations run at once, stepped in turn by one decoding thread, behind
+  a bounded queue; a full queue answers 429, a bad request 4xx JSON in OpenAI's error shape —
+  never a 500.
 
 The container image (compose/onnx-engine/Dockerfile) holds only this module,
 ``helpers/chat_format.py``, ``helpers/tool_formats.py`` and their wheels: onnxruntime-genai (with CPU onnxruntime),
@@ -218,7 +219,14 @@ class Job:
 
 
 class Engine:
-    """A converted model, its tokenizer and chat template, and worker threads that generate."""
+    """A converted model, its tokenizer and chat template, and the thread that generates.
+
+    onnxruntime-genai holds the GIL through each decoding step (~170 ms for a 0.5B model on one core):
+    two generating threads handed it to each other, and the event loop, which needs it for every
+    request it reads, answered ``/health`` 2-9 s late under load (HAProxy took the replica out). One
+    thread steps up to ``workers`` generations in turn, one token each, and pauses 2 % of each step so
+    the event loop runs: the same fairness between requests, ``/health`` in well under a second.
+    """
 
     def __init__(self, folder: Path, served_name: str, workers: int = 2, max_queue: int = 16,
                  stream_interval: float = 0.005, context: int | None = None, threads: int | None = None):
@@ -251,8 +259,7 @@ class Engine:
         self.lock = threading.Lock()
         self.stats = {"requests": 0, "rejected_busy": 0, "prompt_tokens": 0, "completion_tokens": 0,
                       "generation_seconds": 0.0}
-        for _ in range(workers):
-            threading.Thread(target=self._work, daemon=True).start()
+        threading.Thread(target=self._decode, daemon=True).start()
 
     # -- prompts
 
@@ -285,19 +292,40 @@ class Engine:
             self.stats["requests"] += 1
         self.jobs.put(job)
 
-    def _work(self) -> None:
+    def _decode(self) -> None:
+        """Admit queued jobs up to ``workers``, then give each active generation one step in turn."""
+        active: list[tuple[Job, object]] = []
         while True:
-            job = self.jobs.get()
-            try:
-                self._generate(job)
-            except Exception as err:  # reported to the request, the worker lives on
-                job.emit({"type": "error", "message": f"{type(err).__name__}: {err}"})
-            finally:
+            while len(active) < self.workers:
+                try:
+                    job = self.jobs.get(block=not active)
+                except queue.Empty:
+                    break
+                active.append((job, self._generate(job)))
+            for entry in list(active):
+                job, steps = entry
+                start = time.perf_counter()
+                try:
+                    next(steps)
+                    continue
+                except StopIteration:
+                    pass
+                except Exception as err:  # reported to the request, the engine lives on
+                    job.emit({"type": "error", "message": f"{type(err).__name__}: {err}"})
+                finally:
+                    # leave the GIL to the event loop for 2 % of a long step: it answers /health and streams
+                    # (a request takes it several times) without waiting for the next step. A tiny model's
+                    # steps are short enough for Python's own GIL switching (5 ms); a pause would cost it a third.
+                    pause = min(0.005, 0.02 * (time.perf_counter() - start))
+                    if pause > 1e-4:
+                        time.sleep(pause)
+                active.remove(entry)
                 with self.lock:
                     self.pending -= 1
 
-    def _generate(self, job: Job) -> None:
-        """Greedy or sampled decoding with the KV cache, token by token; emits text, tool calls and the end."""
+    def _generate(self, job: Job):
+        """Greedy or sampled decoding with the KV cache, one token per step (a generator: it yields after
+        each); emits text, tool calls and the end."""
         from tokenizers.decoders import DecodeStream
 
         og, s = self.og, job.sampling
@@ -320,6 +348,7 @@ class Engine:
         sent, last_emit = 0, -1.0  # characters of ``text`` already emitted, and when
         while not generator.is_done():
             generator.generate_next_token()
+            yield  # the next generation's turn
             token = int(generator.get_next_tokens()[0])
             tokens += 1
             if token in eos:

@@ -35,3 +35,10 @@ def test_sources_are_made_readable_for_the_unprivileged_convert_job(tmp_path):
     weights.chmod(0o600)  # how safetensors writes them
     production.readable(tmp_path)
     assert weights.stat().st_mode & stat.S_IROTH
+
+
+def test_failed_requests_are_shown_with_their_errors():
+    ok = {"concurrency": 1, "failed": 0, "errors": []}
+    busy = {"concurrency": 4, "failed": 3, "errors": ["HTTP 503: no server is available"]}
+    assert production.failures({"1 replica": [ok, busy], "2 replicas": [ok]}) == [
+        {"stack": "1 replica", "concurrency": 4, "failed": 3, "errors": ["HTTP 503: no server is available"]}]
