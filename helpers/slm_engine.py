@@ -221,11 +221,9 @@ class Job:
 class Engine:
     """A converted model, its tokenizer and chat template, and the thread that generates.
 
-    onnxruntime-genai holds the GIL through each decoding step (~170 ms for a 0.5B model on one core):
-    two generating threads handed it to each other, and the event loop, which needs it for every
-    request it reads, answered ``/health`` 2-9 s late under load (HAProxy took the replica out). One
-    thread steps up to ``workers`` generations in turn, one token each, and pauses 2 % of each step so
-    the event loop runs: the same fairness between requests, ``/health`` in well under a second.
+    onnxruntime-genai holds the GIL through each decoding step, so generating threads starved the event
+    loop (``/health`` 2-9 s late under load, docs/onnx.md). One thread steps up to ``workers`` generations
+    in turn, a token each, and leaves the event loop a moment after each long step.
     """
 
     def __init__(self, folder: Path, served_name: str, workers: int = 2, max_queue: int = 16,
@@ -303,25 +301,29 @@ class Engine:
                     break
                 active.append((job, self._generate(job)))
             for entry in list(active):
-                job, steps = entry
                 start = time.perf_counter()
-                try:
-                    next(steps)
-                    continue
-                except StopIteration:
-                    pass
-                except Exception as err:  # reported to the request, the engine lives on
-                    job.emit({"type": "error", "message": f"{type(err).__name__}: {err}"})
-                finally:
-                    # leave the GIL to the event loop for 2 % of a long step: it answers /health and streams
-                    # (a request takes it several times) without waiting for the next step. A tiny model's
-                    # steps are short enough for Python's own GIL switching (5 ms); a pause would cost it a third.
-                    pause = min(0.005, 0.02 * (time.perf_counter() - start))
-                    if pause > 1e-4:
-                        time.sleep(pause)
-                active.remove(entry)
-                with self.lock:
-                    self.pending -= 1
+                running = self._step(*entry)
+                # leave the GIL to the event loop for 2 % of a long step, so it answers /health and streams
+                # without waiting a step per turn; a tiny model's steps need no pause (docs/onnx.md)
+                pause = min(0.005, 0.02 * (time.perf_counter() - start))
+                if pause > 1e-4:
+                    time.sleep(pause)
+                if not running:
+                    active.remove(entry)
+                    with self.lock:
+                        self.pending -= 1
+
+    @staticmethod
+    def _step(job: Job, steps) -> bool:
+        """One token of ``job``; False once it has ended (an error goes to its request, the engine lives on)."""
+        try:
+            next(steps)
+            return True
+        except StopIteration:
+            return False
+        except Exception as err:
+            job.emit({"type": "error", "message": f"{type(err).__name__}: {err}"})
+            return False
 
     def _generate(self, job: Job):
         """Greedy or sampled decoding with the KV cache, one token per step (a generator: it yields after

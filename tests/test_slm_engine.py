@@ -1,6 +1,7 @@
 """The SLM Engine (helpers/slm_engine.py) as a real server on phi4-nano's genai-fp32 build."""
 import json
 import random
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -100,6 +101,25 @@ def test_concurrent_requests_do_not_mix(client):
     with ThreadPoolExecutor(8) as pool:
         together = list(pool.map(lambda p: openai_chat.chat(client, MODEL, p).content, prompts * 2))
     assert together == alone * 2
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_workers_is_how_many_generations_run_at_once(onnx_folder, workers):
+    engine = slm_engine.Engine(onnx_folder / "genai-fp32", MODEL, workers=workers)
+    events, ended = [], [threading.Event(), threading.Event()]
+
+    def job(i):
+        def emit(event):
+            events.append((i, event["type"]))
+            if event["type"] == "end":
+                ended[i].set()
+        return slm_engine.Job(engine.render(TRAIN, None), slm_engine.Sampling(300, min_tokens=300), emit)
+
+    for i in (0, 1):
+        engine.submit(job(i))
+    assert all(e.wait(60) for e in ended)
+    second_starts, first_ends = events.index((1, "text")), events.index((0, "end"))
+    assert (second_starts < first_ends) == (workers == 2), events[:5]
 
 
 def test_full_queue_answers_429(engine):
