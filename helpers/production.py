@@ -90,8 +90,8 @@ def up(card, port: int, stats_port: int, cpus: float, timeout: float = 900) -> C
 def scale_out(engine_stack: ComposeStack, card, port: int, replicas: int, levels=None,
               timeout: float = 900) -> dict:
     """The same benchmark through HAProxy with one replica, then with ``replicas``; returns both sweeps and the
-    ratio of their peak output tokens/s (shown, not asserted: it depends on the cores free). Concurrency
-    ``levels``, requests and tokens per request: the model card's benchmark budget unless given."""
+    ratio of their peak output tokens/s (shown, not asserted: it depends on the cores free). Requests, tokens per
+    request and (unless ``levels`` is given) concurrency levels come from the model card's benchmark budget."""
     from helpers import curriculum, serving_bench
 
     budget = card.budget

@@ -208,7 +208,7 @@ class Sampling:
 
 @dataclass
 class Job:
-    """One generation: its prompt, sampling, and a callback that receives events from the worker."""
+    """One generation: its prompt, sampling, and a callback that receives events from the decoding thread."""
 
     ids: list[int]
     sampling: Sampling
