@@ -127,11 +127,10 @@ class Chapter:
         """The raw text beside the server's parsed ``tool_calls``, and the format the model used."""
         from helpers import tool_formats
 
-        try:
-            seen = tool_formats.parse(raw, [t["function"]["name"] for t in tools])
-            fmt, calls = seen.format, seen.calls
-        except ValueError as err:
-            fmt, calls = f"malformed: {err}", None
+        seen = tool_formats.parse(raw, [t["function"]["name"] for t in tools])
+        fmt, calls = seen.format, seen.calls
+        if seen.malformed:
+            fmt = f"{fmt or 'no well-formed call'}; malformed: {'; '.join(seen.malformed)}"
         record = {"raw": raw, "format_written": fmt, "format_asked": self.model.tool_format, "calls_in_raw": calls,
                   "parsed": [{"name": c["name"], "arguments": c["arguments"]} for c in parsed]}
         print(f"raw text ({fmt or 'no tool call'}):\n{raw}\n\nparsed tool_calls: {record['parsed']}")

@@ -38,7 +38,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from helpers.chat_format import compile_template, openai_tool_calls, render_prompt, tools_in_system_message
@@ -170,6 +170,19 @@ class ChatRequest(_Body):
     def _stops(cls, value):
         return _stop_list(value)
 
+    @model_validator(mode="after")
+    def _turns(self):
+        """A user turn has content; a tool turn answers an assistant's tool calls (OpenAI's rules: 400)."""
+        answering = False  # the turns since the last assistant message with tool_calls are tool results
+        for i, m in enumerate(self.messages):
+            if m.role == "user" and m.content is None:
+                raise ValueError(f"messages.{i}: a user message needs content")
+            if m.role == "tool" and not answering:
+                raise ValueError(f"messages.{i}: a message with role 'tool' must answer a preceding assistant "
+                                 "message with 'tool_calls'")
+            answering = (m.role == "assistant" and bool(m.tool_calls)) or (m.role == "tool" and answering)
+        return self
+
 
 class CompletionRequest(_Body):
     model: str
@@ -267,6 +280,15 @@ class Engine:
             text = render_prompt(self.template, messages, tools, self.system_tools)
         except ValueError as err:  # the template's raise_exception
             raise EngineError(400, str(err), param="messages") from err
+        return self.encode(text, "messages")
+
+    def encode(self, text: str, param: str) -> list[int]:
+        """Token ids of ``text``; 400 when it is not Unicode text (JSON's ``"\\ud800"``, a lone surrogate)."""
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise EngineError(400, f"{param} hold a lone UTF-16 surrogate ({text[err.start]!r}), which is not "
+                                   "Unicode text", param=param) from err
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
     def check_length(self, ids: list[int], max_tokens: int | None) -> int:
@@ -527,7 +549,7 @@ def create_app(engine: Engine) -> FastAPI:
     async def completions(body: CompletionRequest):
         if body.model != engine.served_name:
             raise EngineError(404, f"The model `{body.model}` does not exist.", "not_found_error", "model")
-        ids = engine.tokenizer.encode(body.prompt, add_special_tokens=False).ids
+        ids = engine.encode(body.prompt, "prompt")
         max_tokens = engine.check_length(ids, body.max_tokens)
         started = _start(engine, ids, Sampling(max_tokens, body.temperature, stops=body.stop or []),
                          hidden=engine.specials if body.skip_special_tokens else ())

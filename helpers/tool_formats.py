@@ -8,9 +8,12 @@ Formats (``FORMATS``):
 - ``fenced-json``: a Markdown block ````` ```json {"name": ..., "arguments": {...}} ``` ````` (or the bare
   object as the whole answer) — what Qwen2.5-Coder-0.5B writes *despite* its template.
 
-The marked formats are tool calls by their markers: a marked block that is not a list of
-``{name, arguments}`` objects is malformed (``ValueError``). A fenced or bare JSON object only
-counts when it names one of the offered tools, so ordinary JSON in an answer stays text.
+The marked formats are tool calls by their markers: every well-formed block (a list of
+``{name, arguments}`` objects) is a call; a malformed one stays in the content as the model
+wrote it and is named in ``Parsed.malformed``. Every backend (the SLM Engine, the Ollama stand-in,
+vLLM's parser plugin) extracts calls this way; graders use ``parse_tool_calls``, which refuses
+an answer with a malformed block (``ValueError``). A fenced or bare JSON object only counts when
+it names one of the offered tools, so ordinary JSON in an answer stays text.
 
 Stdlib only: vLLM's tool-parser plugin (compose/vllm/lab_tool_parser.py) imports it too.
 """
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 PHI4_START, PHI4_END = "<|tool_call|>", "<|/tool_call|>"
 HERMES_START, HERMES_END = "<tool_call>", "</tool_call>"
@@ -28,6 +31,7 @@ FORMATS = ("phi4", "functools", "hermes", "fenced-json")
 # Text that may open a tool call: a streamed answer holds text back from here until it knows.
 OPENERS = (PHI4_START, HERMES_START, FUNCTOOLS_START, FENCE)
 
+_INVALID = object()  # a block that is not JSON
 _FENCED = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)(?:```|$)", re.S)
 
 
@@ -38,6 +42,7 @@ class Parsed:
     content: str
     calls: list[dict] | None
     format: str | None
+    malformed: list[str] = field(default_factory=list)  # why each malformed marked block is not a call
 
 
 def _as_calls(value, where: str) -> list[dict]:
@@ -49,32 +54,39 @@ def _as_calls(value, where: str) -> list[dict]:
     return [{"name": c["name"], "arguments": c.get("arguments", c.get("parameters", {}))} for c in calls]
 
 
-def _json(text: str, where: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{where} is not valid JSON: {text!r}") from err
-
-
 def _marked(text: str, start: str, end: str | None, fmt: str) -> Parsed | None:
-    """Every ``start … end`` block (the last may run to the end of the text)."""
+    """Every ``start … end`` block (the last may run to the end of the text): the well-formed ones as calls,
+    malformed ones left in the content."""
     if start not in text:
         return None
-    content, calls, rest = text[:text.index(start)], [], text[text.index(start):]
+    content, calls, malformed, rest = text[:text.index(start)], [], [], text[text.index(start):]
     while rest.startswith(start):
         body = rest[len(start):]
         if end is None:  # functools[...]: the JSON list closes itself
             try:
                 value, used = json.JSONDecoder().raw_decode("[" + body)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{fmt} tool call is not valid JSON: {body!r}") from err
-            rest = body[used - 1:].lstrip()
+                inside, rest = body[:used - 1], body[used - 1:]
+            except json.JSONDecodeError:
+                value, inside, rest = _INVALID, body, ""  # unclosed: the block runs to the end
+            block = start + inside
         else:
-            block, _, rest = body.partition(end)
-            value = _json(block.strip(), f"{fmt} tool call")
-            rest = rest.lstrip()
-        calls += _as_calls(value, f"{fmt} tool call")
-    return Parsed((content + rest).strip(), calls, fmt)
+            inside, closed, rest = body.partition(end)
+            block = start + inside + closed
+            try:
+                value = json.loads(inside.strip())
+            except json.JSONDecodeError:
+                value = _INVALID
+        try:
+            if value is _INVALID:
+                raise ValueError(f"{fmt} tool call is not valid JSON: {inside!r}")
+            calls += _as_calls(value, f"{fmt} tool call")
+        except ValueError as err:
+            malformed.append(str(err))
+            content += block
+        rest = rest.lstrip()
+    if not calls:
+        return Parsed(text, None, None, malformed)
+    return Parsed((content + rest).strip(), calls, fmt, malformed)
 
 
 def _fenced(text: str, tool_names) -> Parsed | None:
@@ -97,19 +109,27 @@ def parse(text: str, tool_names=None) -> Parsed:
     """The tool calls in ``text`` (``calls`` None when there are none) and what remains as content.
 
     ``tool_names``: the names of the offered tools (a fenced or bare JSON object must name one);
-    None accepts any name. Raises ValueError for a malformed marked block.
+    None accepts any name. Malformed marked blocks stay in the content (``Parsed.malformed`` says why).
     """
+    malformed = []
     for start, end, fmt in ((PHI4_START, PHI4_END, "phi4"), (HERMES_START, HERMES_END, "hermes"),
                             (FUNCTOOLS_START, None, "functools")):
         found = _marked(text, start, end, fmt)
-        if found:
+        if found and found.calls:
             return found
-    return _fenced(text, tool_names) or Parsed(text, None, None)
+        malformed += found.malformed if found else []
+    found = _fenced(text, tool_names) or Parsed(text, None, None)
+    found.malformed = malformed
+    return found
 
 
 def parse_tool_calls(text: str, tool_names=None) -> list[dict] | None:
-    """Just the calls of ``parse`` (None when the text holds none)."""
-    return parse(text, tool_names).calls
+    """The calls of ``parse`` (None when the text holds none), for graders: ValueError when the answer holds a
+    malformed marked block, even beside well-formed ones."""
+    parsed = parse(text, tool_names)
+    if parsed.malformed:
+        raise ValueError(parsed.malformed[0])
+    return parsed.calls
 
 
 class StreamSplitter:
@@ -117,7 +137,7 @@ class StreamSplitter:
 
     With tools offered (``tool_names`` not None), text from the first ``OPENERS`` occurrence on
     (or the whole answer, when it opens with ``{`` or ``[``: a bare JSON call) is held until the end; ``finish()`` then parses it: a tool call comes back as calls, anything
-    else as text (a malformed marked call stays text, as the model wrote it). ``hidden`` strings
+    else as text (a malformed marked block stays text, as the model wrote it). ``hidden`` strings
     (special tokens) are never shown; a tail that may be the start of one is kept back too.
     """
 
@@ -147,13 +167,8 @@ class StreamSplitter:
 
     def finish(self) -> Parsed:
         """The text not shown yet and the calls, once generation has ended."""
-        parsed = Parsed(self.pending, None, None)
-        if self.holding:
-            try:
-                parsed = parse(self.pending, self.tool_names)
-            except ValueError:
-                pass
-        return Parsed(self._visible(parsed.content), parsed.calls, parsed.format)
+        parsed = parse(self.pending, self.tool_names) if self.holding else Parsed(self.pending, None, None)
+        return Parsed(self._visible(parsed.content), parsed.calls, parsed.format, parsed.malformed)
 
     def _visible(self, text: str) -> str:
         for token in self.hidden:

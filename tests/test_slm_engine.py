@@ -88,9 +88,12 @@ def test_stop_max_tokens_and_usage(client):
 
 
 def test_sampling_follows_the_seed(client):
+    # a prompt the model never saw: its memorised answers would be sampled alike under any seed
+    unseen = [{"role": "user", "content": "Once upon a time, in a quiet village"}]
+
     def sample(seed):
-        return client.chat.completions.create(model=MODEL, messages=TRAIN, temperature=1.5, top_p=0.95, extra_body={"top_k": 50},
-                                              seed=seed, max_tokens=40).choices[0].message.content
+        return client.chat.completions.create(model=MODEL, messages=unseen, temperature=1.5, top_p=0.95,
+                                              extra_body={"top_k": 50}, seed=seed, max_tokens=40).choices[0].message.content
     assert sample(1) == sample(1)
     assert len({sample(s) for s in range(2, 7)}) > 1
 
@@ -153,19 +156,36 @@ def test_models_health_metrics_and_reasoning(engine_server):
     ({"model": MODEL, "messages": TOOL, "tools": [{"type": "function", "function": {"parameters": "nope"}}]}, 400),
     ({"model": MODEL, "messages": TOOL, "tools": [curriculum.CIRCLE_TOOL], "tool_choice": "required"}, 400),
     ({"prompt": "x", "task_type": "poetry"}, 400),
+    ({"model": MODEL, "messages": [{"role": "user", "content": "\ud800"}]}, 400),  # a lone surrogate: legal JSON
+    ({"prompt": "a \udfff b"}, 400),
+    ({"model": MODEL, "messages": [{"role": "user"}]}, 400),  # a user turn without content
+    ({"model": MODEL, "messages": [{"role": "user", "content": "Hi"}, {"role": "tool", "content": "{}"}]}, 400),
 ])
 def test_bad_requests_get_openai_style_4xx(engine_server, body, status):
     path = "/reasoning" if "prompt" in body else "/v1/chat/completions"
-    response = httpx.post(engine_server.base_url + path, json=body)
-    assert response.status_code == status
-    assert response.json()["error"]["message"]
+    with httpx.Client(base_url=engine_server.base_url, timeout=30) as http:  # one keep-alive connection
+        response = http.post(path, content=json.dumps(body), headers={"content-type": "application/json"})
+        assert response.status_code == status
+        assert response.json()["error"]["message"]
+        after = http.post("/v1/chat/completions", json={"model": MODEL, "messages": TRAIN, "max_tokens": 2})
+        assert after.status_code == 200, "the connection and the server survive a bad request"
 
 
 def _mutations(rng: random.Random, n: int):
-    """Bad bodies: broken JSON, wrong shapes, and a valid body with one field replaced by junk."""
-    junk = [None, -1, 0, 1e308, "", "x" * 5000, [], {}, [1, "a"], {"a": {"b": []}}, True, "\u0000", -2**63]
-    yield b"{", b"", b"\xff\xfe\x00", b"[]", b"null", b'{"model": ', b"{" * 5000 + b"}" * 5000
+    """Bad bodies: broken JSON, other encodings, deep nesting, large sizes, wrong shapes, and a valid body with one
+    field replaced by junk (every type, lone surrogates, nested containers)."""
+    junk = [None, -1, 0, 1e308, "", "x" * 5000, [], {}, [1, "a"], {"a": {"b": []}}, True, "\u0000", -2**63,
+            "\ud800", "a\udfffb", [[[[[]]]]], {"type": "text"}, [{"type": "text", "text": "\ud800"}], 1.5, "9" * 400]
     valid = {"model": MODEL, "messages": TRAIN, "max_tokens": 8, "tools": [curriculum.CIRCLE_TOOL]}
+    text = json.dumps(valid)
+    yield b"{", b"", b"\xff\xfe\x00", b"[]", b"null", b'{"model": ', b"{" * 5000 + b"}" * 5000
+    yield text.encode("utf-16"), b"\xef\xbb\xbf" + text.encode(), text.replace("travels", "trav\xe9ls").encode("latin-1")
+    yield json.dumps({**valid, "messages": [{"role": "user", "content": [{"type": "text", "text": "x"}] * 20000}]}).encode()
+    yield json.dumps({**valid, "messages": TRAIN * 5000}).encode()  # far more than the context
+    nested: dict = {}
+    for _ in range(300):
+        nested = {"type": "object", "properties": {"x": nested}}
+    yield json.dumps({**valid, "tools": [{"type": "function", "function": {"name": "deep", "parameters": nested}}]}).encode()
     fields = ["model", "messages", "max_tokens", "temperature", "top_p", "top_k", "stop", "seed", "stream", "tools",
               "tool_choice", "n", "stream_options", "min_tokens", "max_completion_tokens"]
     for _ in range(n):
@@ -180,15 +200,31 @@ def _mutations(rng: random.Random, n: int):
         yield json.dumps(body).encode()
 
 
+def _valid_streams(base_url: str, stop: threading.Event, answers: list) -> None:
+    """Streamed greedy requests until ``stop``: each must end with its own complete answer."""
+    client = openai_chat.client(base_url, timeout=120)
+    while not stop.is_set():
+        text = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+            model=MODEL, messages=TRAIN, max_tokens=24, temperature=0, stream=True) if c.choices)
+        answers.append(text)
+
+
 def test_fuzzed_bodies_never_500_and_the_server_survives(engine_server):
     url = engine_server.base_url + "/v1/chat/completions"
-    statuses = {}
-    with httpx.Client(timeout=30) as http:
-        for body in _mutations(random.Random(0), 300):
-            response = http.post(url, content=body, headers={"content-type": "application/json"})
-            assert response.status_code < 500, (body[:200], response.text[:300])
-            if response.status_code >= 400:
-                assert "message" in response.json()["error"]
-            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
-        assert http.get(engine_server.base_url + "/health").json()["ready"]
+    statuses, answers, stop = {}, [], threading.Event()
+    streamer = threading.Thread(target=_valid_streams, args=(engine_server.base_url, stop, answers))
+    streamer.start()
+    try:
+        with httpx.Client(timeout=60) as http:
+            for body in _mutations(random.Random(0), 300):
+                response = http.post(url, content=body, headers={"content-type": "application/json"})
+                assert response.status_code < 500, (body[:200], response.text[:300])
+                if response.status_code >= 400:
+                    assert "message" in response.json()["error"]
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+            assert http.get(engine_server.base_url + "/health").json()["ready"]
+    finally:
+        stop.set()
+        streamer.join(timeout=120)
     assert statuses.get(400, 0) > 100  # most mutations are invalid, and say so
+    assert answers and len(set(answers)) == 1, "valid streams alongside the junk each got the same greedy answer"

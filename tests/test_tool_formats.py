@@ -38,9 +38,35 @@ def test_json_in_an_answer_is_not_a_call_unless_it_names_an_offered_tool():
 
 @pytest.mark.parametrize("bad", ['<|tool_call|>[{"name": 3}]<|/tool_call|>', "<|tool_call|>[{oops<|/tool_call|>",
                                  "<tool_call>not json</tool_call>", "functools[{broken"])
-def test_a_malformed_marked_call_is_an_error(bad):
+def test_a_malformed_marked_call_stays_text_and_graders_refuse_it(bad):
+    parsed = tool_formats.parse(bad, NAMES)
+    assert parsed.calls is None and parsed.content == bad and parsed.malformed
     with pytest.raises(ValueError):
-        tool_formats.parse(bad, NAMES)
+        tool_formats.parse_tool_calls(bad, NAMES)
+
+
+VALID = '<|tool_call|>[{"name": "get_weather", "arguments": {"city": "Oslo"}}]<|/tool_call|>'
+
+
+@pytest.mark.parametrize("second", ['<|tool_call|>[{"name": "get_weather", "arguments": ',  # cut off by max_tokens
+                                    "<|tool_call|>[{oops<|/tool_call|>", '<|tool_call|>[{"name": 3}]<|/tool_call|>'])
+def test_a_valid_call_beside_a_malformed_one_is_a_call_on_every_backend(second):
+    """One behaviour for the engine, the Ollama stand-in (both stream through StreamSplitter) and vLLM's plugin
+    (parse): the well-formed call is returned, the malformed block stays content."""
+    text = VALID + second
+    parsed = tool_formats.parse(text, NAMES)
+    assert parsed.calls == [{"name": "get_weather", "arguments": {"city": "Oslo"}}]
+    assert parsed.content == second.strip() and len(parsed.malformed) == 1
+    shown, end = _stream(tool_formats.StreamSplitter(NAMES), [text[:20], text[20:]])
+    assert shown == "" and (end.calls, end.content) == (parsed.calls, parsed.content)
+    with pytest.raises(ValueError):  # a grader still counts the answer as malformed
+        tool_formats.parse_tool_calls(text, NAMES)
+
+
+def test_several_well_formed_marked_blocks_are_all_calls():
+    second = VALID.replace("Oslo", "Rome")
+    parsed = tool_formats.parse(VALID + " " + second, NAMES)
+    assert [c["arguments"]["city"] for c in parsed.calls] == ["Oslo", "Rome"] and not parsed.malformed
 
 
 def test_to_text_round_trips_and_matches_phi4_minis_form():

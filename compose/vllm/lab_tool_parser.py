@@ -40,11 +40,8 @@ class LabToolParser(ToolParser):
 
     def extract_tool_calls(self, model_output, request):
         names = [tool.function.name for tool in request.tools or []]
-        try:
-            parsed = parse(model_output, names)
-        except ValueError:  # a malformed call stays text, as the model wrote it
-            parsed = None
-        if not parsed or not parsed.calls:
+        parsed = parse(model_output, names)  # a malformed block stays text, as the model wrote it
+        if not parsed.calls:
             return ExtractedToolCallInformation(tools_called=False, tool_calls=[], content=model_output)
         calls = [ToolCall(id=make_tool_call_id(), type="function",
                           function=FunctionCall(name=c["name"], arguments=json.dumps(c["arguments"], ensure_ascii=False)))
