@@ -8,7 +8,7 @@ STAMP := $(VENV)/.requirements-installed
 # The machine's pip config names local indexes that may be absent; pip warns once per package.
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: setup engine lab jupyter test nano clean
+.PHONY: setup engine lab jupyter test nano nano-train clean
 
 setup: $(STAMP)  ## the kernel's virtualenv (.venv) with requirements.txt, helpers/ importable
 
@@ -28,8 +28,11 @@ lab: setup engine  ## every notebook in order with papermill into runs/ (MODEL=p
 jupyter: setup  ## open JupyterLab on the notebooks
 	$(VENV)/bin/jupyter lab --notebook-dir=$(CURDIR) $(if $(filter 0,$(shell id -u)),--allow-root)
 
-nano: setup  ## build (or load) phi4-nano and print its held-out accuracy
+nano: setup  ## print the committed phi4-nano's training report and held-out accuracy
 	$(PY) -m helpers.phi4_nano
+
+nano-train: setup  ## retrain phi4-nano from scratch into helpers/phi4-nano (about an hour on 2 cores)
+	$(PY) -m helpers.nano_train
 
 engine:  ## a Docker engine + offline base image for the docker tests (installs them as root on Debian)
 	bash compose/engine/setup-local-engine.sh

@@ -7,7 +7,9 @@ import platform
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from helpers.paths import cache_dir
 
@@ -46,6 +48,34 @@ class Environment:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def _busy_jiffies(cpus: set[int]) -> tuple[int, int]:
+    """(all, busy) jiffies since boot of ``cpus``, from /proc/stat's per-CPU lines."""
+    total = busy = 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+            ticks = [int(x) for x in fields[:8]]  # guest time is already counted in user
+            total, busy = total + sum(ticks), busy + sum(ticks) - ticks[3] - ticks[4]  # less idle and iowait
+    return total, busy
+
+
+def free_cpus(sample_s: float = 1.0) -> int:
+    """How many threads this process should run now: the CPUs it may use (affinity and cgroup quota) less
+    the share of them other processes kept busy over the last ``sample_s`` seconds, at least one.
+
+    On 2 cores shared with another busy process, two torch threads ran 3x slower than one.
+    """
+    from helpers.slm_engine import available_cpus
+
+    cpus = os.sched_getaffinity(0)
+    all0, busy0 = _busy_jiffies(cpus)
+    time.sleep(sample_s)
+    all1, busy1 = _busy_jiffies(cpus)
+    busy = (busy1 - busy0) / max(1, all1 - all0) * len(cpus)
+    allowed = available_cpus()
+    return max(1, min(allowed, round(allowed - busy)))
 
 
 def _cpu_flags() -> list[str]:

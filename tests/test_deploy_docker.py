@@ -1,5 +1,6 @@
 """DockerRuntime against a real Docker engine, with an image the project builds itself."""
 import os
+import time
 
 import pytest
 import requests
@@ -44,6 +45,10 @@ def test_build_start_request_logs_stop(runtime, existing):
     with runtime.start(_spec(), timeout=60, progress=False) as d:
         assert d.base_url.startswith("http://127.0.0.1:")
         assert requests.post(d.base_url + "/echo", json={"hi": 1}, timeout=5).json() == {"echo": {"hi": 1}}
+        # the server writes its access line after answering: wait for it, as `docker logs -f` would
+        deadline = time.monotonic() + 10
+        while "POST /echo" not in d.logs() and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert "POST /echo" in d.logs()
         d.handle.reload()
         assert d.handle.attrs["HostConfig"]["Memory"] == 256 * 2**20

@@ -1,12 +1,10 @@
-"""phi4-nano: architecture, tokenizer, cache, and the answers it was trained to give."""
+"""phi4-nano: architecture, tokenizer, the committed weights and their recipe, and the answers it gives."""
 import json
 
 import pytest
 
-from helpers import chat_format, curriculum, phi4_nano
+from helpers import chat_format, curriculum, environment, nano_train, phi4_nano
 from helpers.tool_formats import parse_tool_calls
-
-pytestmark = pytest.mark.slow
 
 
 def test_architecture_is_phi4_mini_family_at_toy_widths(nano):
@@ -41,11 +39,47 @@ def test_saved_folder_is_servable(nano):
     assert eos == phi4_nano.stop_token_ids(nano[1])
 
 
-def test_cache_is_keyed_by_recipe(nano, monkeypatch):
-    _, _, folder = nano
-    assert phi4_nano.model_dir(progress=False) == folder and folder.name == phi4_nano.recipe_key()
-    monkeypatch.setitem(phi4_nano.RECIPE, "train", {**phi4_nano.RECIPE["train"], "steps": 1})
-    assert phi4_nano.recipe_key() != folder.name
+def test_committed_weights_belong_to_the_current_recipe():
+    trained = json.loads((phi4_nano.SHIPPED / "report.json").read_text())["key"]
+    assert trained == nano_train.recipe_key(), (
+        f"helpers/phi4-nano was trained from recipe {trained}, the code now describes {nano_train.recipe_key()}: "
+        "run `make nano-train` and commit helpers/phi4-nano/ (or undo the recipe change)")
+    assert phi4_nano.model_dir() == phi4_nano.SHIPPED
+
+
+def test_a_changed_recipe_refuses_the_committed_weights(monkeypatch):
+    monkeypatch.setitem(nano_train.RECIPE, "train", {**nano_train.RECIPE["train"], "steps": 1})
+    with pytest.raises(phi4_nano.RecipeMismatch, match="run `make nano-train`"):
+        phi4_nano.model_dir()
+
+
+def test_heldout_accuracy_is_the_recorded_one(nano):
+    model, tokenizer, folder = nano
+    recorded = phi4_nano.report(folder)["accuracy"]
+    measured = phi4_nano.evaluate(model, tokenizer, nano_train.RECIPE["eval"]["per_family"], progress=False)
+    assert {f: r["accuracy"] for f, r in measured.items()} == {f: r["accuracy"] for f, r in recorded.items()}
+
+
+@pytest.mark.slow
+def test_the_recipe_trains_a_servable_folder(tmp_path, monkeypatch):
+    """The training path end to end at a few steps (make nano-train runs the full recipe)."""
+    monkeypatch.setitem(nano_train.RECIPE, "train", {**nano_train.RECIPE["train"], "steps": 4, "warmup": 2})
+    monkeypatch.setitem(nano_train.RECIPE, "eval", {"per_family": 1, "every": 2})
+    rep = nano_train.build(tmp_path, progress=False)
+    assert rep["key"] == nano_train.recipe_key() != phi4_nano.report(phi4_nano.SHIPPED)["key"]
+    assert [point["step"] for point in rep["heldout_curve"]] == [2, 4]
+    assert (tmp_path / "model.safetensors").exists() and (tmp_path / "chat_template.jinja").exists()
+
+
+def test_free_cpus_leaves_out_what_others_keep_busy(monkeypatch):
+    cpus = set(range(4))
+    monkeypatch.setattr(environment.os, "sched_getaffinity", lambda pid: cpus)
+    monkeypatch.setattr(environment.time, "sleep", lambda s: None)
+    monkeypatch.setattr("helpers.slm_engine.available_cpus", lambda: 4)
+    for busy_cores, free in [(0, 4), (1, 3), (1.4, 3), (3.6, 1), (4, 1)]:
+        samples = iter([(0, 0), (400, int(busy_cores * 100))])  # (all, busy) jiffies of the 4 CPUs
+        monkeypatch.setattr(environment, "_busy_jiffies", lambda cpus: next(samples))
+        assert environment.free_cpus() == free, busy_cores
 
 
 def test_chat_template_renders_tools_in_the_system_turn(nano):
