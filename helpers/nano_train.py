@@ -194,6 +194,7 @@ def build(out_dir: Path, progress: bool = True) -> dict:
     from helpers import phi4_nano
     from helpers.environment import free_cpus
 
+    key = recipe_key()  # before training: the code on disk may change while it runs
     threads = free_cpus()
     torch.set_num_threads(threads)  # oversubscribed threads on 2 shared cores ran 3x slower than one thread
     t0 = time.perf_counter()
@@ -222,7 +223,7 @@ def build(out_dir: Path, progress: bool = True) -> dict:
     tokenizer.save_pretrained(out_dir)
     _mark_gpt2_tokenizer(out_dir)
     report = {
-        "key": recipe_key(), "params": sum(p.numel() for p in model.parameters()),
+        "key": key, "params": sum(p.numel() for p in model.parameters()),
         "seconds": {"tokenizer": round(t_tok - t0, 1), "train": round(t_train - t_tok, 1),
                     "evaluate": round(t_eval - t_train, 1), "total": round(t_eval - t0, 1)},
         "threads": threads, "cpu": _cpu_model(), "torch": torch.__version__,
