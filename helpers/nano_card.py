@@ -37,9 +37,9 @@ def plot_report(rep: dict):
     loss_ax.set(title="training loss (answer tokens, mean of 10 steps)", xlabel="step", ylabel="cross-entropy",
                 yscale="log")
     families = list(rep["accuracy"])
-    steps = [point["step"] for point in rep.get("heldout_curve", [])]
+    curve = rep.get("heldout_curve", [])
     for family in families:
-        curve_ax.plot(steps, [point[family] for point in rep.get("heldout_curve", [])], marker=".", label=family)
+        curve_ax.plot([p["step"] for p in curve], [p[family] for p in curve], marker=".", label=family)
     curve_ax.set(title="held-out accuracy while training", xlabel="step", ylim=(0, 1.02))
     curve_ax.legend(fontsize="small")
     acc_ax.barh(families, [rep["accuracy"][f]["accuracy"] for f in families], color="tab:green")

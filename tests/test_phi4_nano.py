@@ -40,11 +40,7 @@ def test_saved_folder_is_servable(nano):
 
 
 def test_committed_weights_belong_to_the_current_recipe():
-    trained = json.loads((phi4_nano.SHIPPED / "report.json").read_text())["key"]
-    assert trained == nano_train.recipe_key(), (
-        f"helpers/phi4-nano was trained from recipe {trained}, the code now describes {nano_train.recipe_key()}: "
-        "run `make nano-train` and commit helpers/phi4-nano/ (or undo the recipe change)")
-    assert phi4_nano.model_dir() == phi4_nano.SHIPPED
+    assert phi4_nano.model_dir() == phi4_nano.SHIPPED  # else RecipeMismatch says to run `make nano-train`
 
 
 def test_a_changed_recipe_refuses_the_committed_weights(monkeypatch):
