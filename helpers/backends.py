@@ -166,7 +166,7 @@ def _ollama_prepare(card: ModelCard, runtime: str, progress: bool) -> Path | Non
     return ollama_lab.local_library(card, progress)
 
 
-# ----------------------------------------------------------------------------- the SLM Engine (ONNX Runtime GenAI)
+# ----------------------------------------------------------------------------- the SLM Engine (ONNX Runtime)
 
 ENGINE_DIR = REPO / "compose" / "onnx-engine"
 ENGINE_PORT = 8080
@@ -227,18 +227,18 @@ BACKENDS = {
             "docker exec ollama create -f /tmp/… with heredocs":
                 "the ollama client's create(model=, from_=, system=, parameters=) does it from the notebook."}),
     "onnx-engine": Backend(
-        name="onnx-engine", title="SLM Engine (ONNX Runtime GenAI)", api="openai", needs=("onnx",),
+        name="onnx-engine", title="SLM Engine (ONNX Runtime)", api="openai", needs=("onnx",),
         facts={"API": "OpenAI-compatible + /reasoning", "quantisation": "ONNX fp32, int8 (ORT), int4 (genai)"},
         install={"local": "ONNX conversion (notebook 03) + kernel packages", "docker": "build from compose/"},
         streams_tool_calls=True, seed_column="ONNX Runtime",
         seed_flaws={
             "one InferenceSession.run with input_ids only, decoding outputs[0][0]":
                 "a KV-cache decoder needs attention_mask and past_key_values and returns logits, not tokens: "
-                "the engine runs onnxruntime-genai's generation loop (KV cache, greedy or sampled).",
+                "the engine decodes with a KV cache it manages, every running request in one batched step (greedy or sampled).",
             "tokenizer downloaded from the Hub at request time":
                 "the converted folder ships tokenizer.json and chat_template.jinja; the image fetches nothing.",
             "onnxruntime-gpu + optimum[onnxruntime] in python:3.11-slim":
-                "two conflicting ORT packages and no CUDA: the image installs one (CPU onnxruntime via onnxruntime-genai).",
+                "two conflicting ORT packages and no CUDA: the image installs one (CPU onnxruntime).",
             "intra_op_num_threads as a CPU provider option": "a SessionOptions setting (genai_config.json session_options).",
             "a custom /reasoning API without function calling":
                 "/v1/chat/completions is OpenAI-compatible with tool calls, so notebook 01's client code works "

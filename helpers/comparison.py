@@ -100,6 +100,28 @@ def plot_throughput(bench: dict[str, list[dict]]):
     return fig
 
 
+def plot_concurrency(bench: dict[str, list[dict]]):
+    """Against concurrency, per backend: output tokens/s, and p50 (solid) / p99 (dashed) TTFT and inter-token latency.
+    A server that batches holds its tokens/s per user as users join; one that queues divides it."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    for i, (name, rows) in enumerate(bench.items()):
+        color, levels = f"C{i}", [r["concurrency"] for r in rows]
+        axes[0].plot(levels, [r["output_tok_s"] for r in rows], marker="o", color=color, label=name)
+        for ax, metric in zip(axes[1:], ("ttft_ms", "itl_ms")):
+            for stat, style in (("p50", "-"), ("p99", "--")):
+                ax.plot(levels, [r[metric][stat] for r in rows], style, marker="o", color=color,
+                        label=f"{name} {stat}")
+    for ax, title, unit in zip(axes, ("throughput", "time to first token", "inter-token latency"),
+                               ("output tokens/s", "ms", "ms")):
+        ax.set(xlabel="concurrent requests", ylabel=unit, title=title, xscale="log", xticks=levels)
+        ax.set_xticks(levels, [str(level) for level in levels])
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def plot_accuracy(accuracy: dict[str, dict[str, float]]):
     """Accuracy per task family per backend (the reference included)."""
     import matplotlib.pyplot as plt

@@ -8,6 +8,11 @@ costs (HTTP, templating, prompt processing) cancel, leaving the cost of each fur
 token, as an inter-token-latency figure does. End-to-end tokens/s ``N / T(N)`` is shown
 too. The engine's target: decode at >= 0.9x the bare loop.
 
+Decoding one token reads every weight once, so memory bandwidth bounds a single stream:
+the benchmark measures this machine's read bandwidth (as many threads as the engine runs,
+each summing its part of a large array) and prints bandwidth / bytes read per token beside
+the measured rates.
+
     python -m helpers.engine_benchmark [--model phi4-nano] [--tokens 256] [--runs 7]
 """
 from __future__ import annotations
@@ -34,6 +39,36 @@ def bare_seconds(model, ids: list[int], tokens: int) -> float:
     return time.perf_counter() - start
 
 
+def read_bandwidth(threads: int, megabytes: int = 1024, repeats: int = 5) -> float:
+    """Bytes per second ``threads`` cores read together: each sums its own part of an array far larger than the
+    caches (numpy releases the GIL while it sums); the best of ``repeats``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    parts = [np.ones(megabytes * 2**20 // 4 // threads, dtype=np.float32) for _ in range(threads)]
+    with ThreadPoolExecutor(threads) as pool:
+        def once() -> float:
+            start = time.perf_counter()
+            list(pool.map(np.sum, parts))
+            return time.perf_counter() - start
+        best = min(once() for _ in range(repeats))
+    return sum(p.nbytes for p in parts) / best
+
+
+def bytes_per_token(folder) -> int:
+    """Bytes of weights one decode step reads: every initializer, except tables only gathered from (the token
+    embedding: one row per token)."""
+    import onnx
+
+    model = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+    gathered = {n.input[0] for n in model.graph.node if n.op_type == "Gather"}
+    other = {i for n in model.graph.node if n.op_type != "Gather" for i in n.input}
+
+    def size(t) -> int:
+        external = {e.key: e.value for e in t.external_data}
+        return int(external["length"]) if "length" in external else len(t.raw_data)
+    return sum(size(t) for t in model.graph.initializer if not (t.name in gathered and t.name not in other))
+
+
 def http_seconds(client, base_url: str, model: str, messages: list[dict], tokens: int) -> float:
     """Seconds from sending a streaming request for exactly ``tokens`` tokens to its last chunk."""
     body = {"model": model, "messages": messages, "temperature": 0, "max_tokens": tokens, "min_tokens": tokens,
@@ -58,7 +93,7 @@ def rates(seconds_for, tokens: int, runs: int) -> dict:
 def main() -> None:
     import httpx
 
-    from helpers import backends, curriculum, deploy, models, onnx_convert, slm_engine
+    from helpers import backends, curriculum, deploy, models, onnx_convert, onnx_parity, slm_engine
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="phi4-nano", choices=sorted(models.MODELS), help="whose engine variant")
@@ -68,8 +103,8 @@ def main() -> None:
     card = models.get(args.model)
     folder = onnx_convert.converted(card) / card.engine_variant
     messages = [{"role": "user", "content": curriculum.SEED_TRAIN_QUESTION}]
-    ids = slm_engine.Engine(folder, card.served_name, workers=1).render(messages, None)
-    model = slm_engine.load_genai(folder)  # the engine's thread count, for a fair ratio
+    ids = slm_engine.Engine(folder, card.served_name, max_batch=1).render(messages, None)
+    model = onnx_parity.load_genai(folder)  # the engine's thread count, for a fair ratio
     bare = rates(lambda n: bare_seconds(model, ids, n), args.tokens, args.runs)
     spec = backends.get("onnx-engine").spec(card, "local", model_path=folder)
     with deploy.LocalRuntime().start(spec, timeout=60, progress=False) as server, \
@@ -82,6 +117,11 @@ def main() -> None:
         print(f"{name:<28}{r['t1_ms']:9.2f}{r['tn_ms']:9.2f}{r['decode']:14.1f}{r['end_to_end']:18.1f}")
     print(f"decode ratio engine / bare: {http['decode'] / bare['decode']:.3f}   "
           f"end-to-end ratio: {http['end_to_end'] / bare['end_to_end']:.3f}")
+    threads = slm_engine.available_cpus()
+    bandwidth, weights = read_bandwidth(threads), bytes_per_token(folder)
+    print(f"read bandwidth {bandwidth / 1e9:.1f} GB/s ({threads} threads, as the engine runs); {weights / 1e9:.3f} GB "
+          f"of weights read per token; bound {bandwidth / weights:.1f} tok/s; engine decode at "
+          f"{http['decode'] * weights / bandwidth:.0%} of it, the bare loop at {bare['decode'] * weights / bandwidth:.0%}")
 
 
 if __name__ == "__main__":

@@ -83,10 +83,22 @@ def _load_optimum(folder: Path, dtype: str = "float32"):
     return _hf_style(model)
 
 
-def _load_genai(folder: Path, dtype: str = "float32"):
+def load_genai(folder: Path, threads: int | None = None):
+    """An onnxruntime-genai model whose session uses ``threads`` intra-op threads (default: the CPUs available,
+    as the engine's session does). Left alone, ONNX Runtime sizes its pool by physical cores, and ran one
+    thread on this 2-vCPU machine (docs/onnx.md)."""
     import onnxruntime_genai as og
 
-    from helpers.slm_engine import load_genai
+    from helpers.slm_engine import available_cpus
+
+    config = og.Config(str(folder))
+    options = {"intra_op_num_threads": threads or available_cpus()}
+    config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
+    return og.Model(config)
+
+
+def _load_genai(folder: Path, dtype: str = "float32"):
+    import onnxruntime_genai as og
 
     model = load_genai(folder)  # as many threads as PyTorch uses here, as the engine does
 

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from helpers import metrics
+
 
 @dataclass
 class Sample:
@@ -60,7 +62,8 @@ async def _one(client, url: str, model: str, messages: list[dict], max_tokens: i
 
 
 async def _level(base_url: str, model: str, prompts: list[list[dict]], concurrency: int, requests: int,
-                 warmup: int, max_tokens: int, count) -> tuple[list[Sample], float]:
+                 warmup: int, max_tokens: int, count) -> tuple[list[Sample], float, dict | None]:
+    """The level's samples, its duration, and the engine's /metrics when the measured requests began."""
     import httpx
 
     url = base_url.rstrip("/") + "/v1/chat/completions"
@@ -68,6 +71,7 @@ async def _level(base_url: str, model: str, prompts: list[list[dict]], concurren
     async with httpx.AsyncClient(limits=limits) as client:
         for i in range(warmup):
             await _one(client, url, model, prompts[i % len(prompts)], max_tokens, count)
+        before = _engine_metrics(base_url)
         gate = asyncio.Semaphore(concurrency)
 
         async def bounded(i):
@@ -76,7 +80,7 @@ async def _level(base_url: str, model: str, prompts: list[list[dict]], concurren
 
         start = time.perf_counter()
         samples = await asyncio.gather(*(bounded(i) for i in range(requests)))
-        return list(samples), time.perf_counter() - start
+        return list(samples), time.perf_counter() - start, before
 
 
 def percentiles(values: list[float]) -> dict:
@@ -109,10 +113,23 @@ def sweep(base_url: str, model: str, prompts: list[list[dict]], count, levels=(1
 
     rows = []
     for level in tqdm(levels, desc=f"benchmark {model}", disable=not progress):
-        samples, seconds = _run(_level(base_url, model, prompts, level, max(requests_per_level, level), warmup,
-                                       max_tokens, count))
+        samples, seconds, before = _run(_level(base_url, model, prompts, level, max(requests_per_level, level), warmup,
+                                               max_tokens, count))
         rows.append(summarize(samples, seconds, level))
+        if before is not None:  # the SLM Engine says how many sequences its decode steps held
+            rows[-1]["batching"] = metrics.batching(before, _engine_metrics(base_url))
     return rows
+
+
+def _engine_metrics(base_url: str) -> dict | None:
+    """The SLM Engine's /metrics, parsed; None for a server that does not report its batching."""
+    import httpx
+
+    try:
+        values = metrics.parse(httpx.get(base_url.rstrip("/") + "/metrics", timeout=10).text)
+    except httpx.HTTPError:
+        return None
+    return values if "slm_engine_batch_size_count" in values else None
 
 
 def table(results: dict[str, list[dict]]) -> list[dict]:
@@ -120,6 +137,7 @@ def table(results: dict[str, list[dict]]) -> list[dict]:
     return [{"backend": name, "concurrency": r["concurrency"], "req/s": r["request_throughput"], "tok/s": r["output_tok_s"],
              "TTFT p50": r["ttft_ms"]["p50"], "TTFT p99": r["ttft_ms"]["p99"], "ITL p50": r["itl_ms"]["p50"],
              "e2e p50": r["e2e_ms"]["p50"], "e2e p90": r["e2e_ms"]["p90"], "e2e p99": r["e2e_ms"]["p99"],
+             "seq/step": (r.get("batching") or {}).get("sequences per step", ""),
              "failed": r["failed"]} for name, rows in results.items() for r in rows]
 
 
@@ -156,6 +174,41 @@ def save(results: dict, out_dir: Path, machine: dict) -> tuple[Path, Path]:
         writer.writeheader()
         writer.writerows(flat)
     return json_path, csv_path
+
+
+# ----------------------------------------------------------------------------- the benchmark as a script
+
+def main(argv: list[str] | None = None) -> None:
+    """Start each backend in turn on the local runtime (alone on the machine), sweep it, print and save the table."""
+    import argparse
+
+    from helpers import backends, chapter, curriculum, models, tables
+    from helpers.paths import REPO
+
+    parser = argparse.ArgumentParser(description="Concurrency sweep of every backend on one model (local runtime).")
+    parser.add_argument("--model", default=models.DEFAULT, choices=sorted(models.MODELS))
+    parser.add_argument("--backends", nargs="+", default=list(backends.BACKENDS), choices=list(backends.BACKENDS))
+    parser.add_argument("--levels", nargs="+", type=int, default=[1, 2, 4, 8, 16])
+    parser.add_argument("--requests", type=int, default=16, help="requests per level (at least the level)")
+    parser.add_argument("--tokens", type=int, default=64, help="output tokens per request")
+    args = parser.parse_args(argv)
+    lab = chapter.start("serving_bench", REPO / "runs" / "serving_bench", runtime="local", model=args.model)
+    count = token_counter(lab.model.hf_folder() / "tokenizer.json")
+    prompts = [[{"role": "user", "content": t}] for t in (curriculum.SEED_TRAIN_QUESTION, curriculum.SEED_CODE_PROMPT)]
+    results = {}
+    try:
+        for name in args.backends:
+            server = lab.start(name)
+            results[name] = sweep(server.base_url, lab.model.served_name, prompts, count, args.levels, args.requests,
+                                  warmup=2, max_tokens=args.tokens)
+            lab.servers.remove(server)  # the next backend gets the machine to itself
+            server.stop()
+    finally:
+        lab.finish()
+    print(tables.markdown_table(table(results)))
+    machine = {"cpus": lab.env.cpus, "ram_gb": lab.env.ram_gb, "model": lab.model.describe(),
+               "date": time.strftime("%Y-%m-%d")}
+    print("saved", *save(results, REPO / "runs" / "serving_bench", machine))
 
 
 # ----------------------------------------------------------------------------- the harness's own overhead
@@ -200,3 +253,7 @@ def harness_overhead(count, levels=(1, 8), requests_per_level: int = 16, tokens:
     with trivial_server(tokens) as url:
         return sweep(url, "trivial", [[{"role": "user", "content": "x"}]], count, levels, requests_per_level,
                      warmup=2, max_tokens=tokens, progress=False)
+
+
+if __name__ == "__main__":
+    main()

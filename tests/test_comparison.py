@@ -59,6 +59,16 @@ def test_harness_overhead_against_a_trivial_server(tmp_path):
     assert csv_path.read_text().splitlines()[0].startswith("backend,concurrency")
 
 
+def test_the_concurrency_plot_draws_every_backend_against_concurrency():
+    import matplotlib
+    matplotlib.use("Agg")
+    rows = serving_bench.harness_overhead(lambda text: len(text.split()), levels=(1, 2, 4), requests_per_level=4, tokens=8)
+    fig = comparison.plot_concurrency({"a": rows, "b": rows})
+    throughput, ttft, itl = fig.axes
+    assert [len(line.get_xdata()) for line in throughput.lines] == [3, 3]
+    assert len(ttft.lines) == len(itl.lines) == 4  # p50 and p99 per backend
+
+
 def test_framework_table_keeps_the_seed_guess_beside_each_measurement():
     measured = {"vllm": {"ready_s": 30.0, "install": "venv", "memory_mb": 2900.0, "tok_s": 400.0, "tool_accuracy": 0.5,
                          "tool_streaming": False}}

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from helpers import chat_format, curriculum, models, openai_chat, phi4_nano, slm_engine
+from helpers import chat_format, curriculum, metrics, models, openai_chat, phi4_nano, slm_engine
 
 pytestmark = pytest.mark.slow
 MODEL = models.get("phi4-nano").served_name
@@ -22,7 +22,7 @@ def client(engine_server):
 
 @pytest.fixture(scope="module")
 def engine(onnx_folder):
-    return slm_engine.Engine(onnx_folder / "genai-fp32", MODEL, workers=1, max_queue=1)
+    return slm_engine.Engine(onnx_folder / "genai-fp32", MODEL, max_batch=1, max_queue=1)
 
 
 def test_prompts_tokenize_as_transformers_does(engine, nano):
@@ -98,17 +98,75 @@ def test_sampling_follows_the_seed(client):
     assert len({sample(s) for s in range(2, 7)}) > 1
 
 
-def test_concurrent_requests_do_not_mix(client):
-    prompts = [[{"role": "user", "content": f"What is {a} + {b}?"}] for a, b in [(3, 4), (12, 9), (40, 2), (7, 7)]]
-    alone = [openai_chat.chat(client, MODEL, p).content for p in prompts]
-    with ThreadPoolExecutor(8) as pool:
-        together = list(pool.map(lambda p: openai_chat.chat(client, MODEL, p).content, prompts * 2))
-    assert together == alone * 2
+def _answers(engine, prompts, tokens: int) -> list[tuple[str, int]]:
+    """Greedy answers to ``prompts`` submitted together, EOS suppressed for ``tokens`` tokens: (text, tokens) each."""
+    pieces, ends, done = [[] for _ in prompts], [None] * len(prompts), [threading.Event() for _ in prompts]
+
+    def emit(i, event):
+        if event["type"] == "text":
+            pieces[i].append(event["text"])
+        else:
+            ends[i] = event
+            done[i].set()
+    for i, messages in enumerate(prompts):
+        engine.submit(slm_engine.Job(engine.render(messages, None), slm_engine.Sampling(tokens, min_tokens=tokens),
+                                     lambda event, i=i: emit(i, event)))
+    assert all(d.wait(120) for d in done)
+    return [("".join(p), end["completion_tokens"]) for p, end in zip(pieces, ends)]
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_workers_is_how_many_generations_run_at_once(onnx_folder, workers):
-    engine = slm_engine.Engine(onnx_folder / "genai-fp32", MODEL, workers=workers)
+MIXED = [[{"role": "user", "content": q}] for q in (
+    "What is 3 + 4?", curriculum.SEED_CODE_PROMPT, "Tell me about the weather in a long story.", "Hi",
+    "What is 47 - 8?", "Write a Python function gcd(a, b).", "A train travels 30 km before noon.", "x")] + [TRAIN, TOOL]
+
+
+def test_greedy_tokens_do_not_depend_on_the_batch(onnx_folder):
+    """fp32: prompts of different lengths, each alone and then eight at once, 64 tokens each (EOS suppressed)."""
+    engine = slm_engine.Engine(onnx_folder / "genai-fp32", MODEL, max_batch=8)
+    alone = [_answers(engine, [p], 64)[0] for p in MIXED[:8]]
+    together = _answers(engine, MIXED[:8], 64)
+    assert engine.batch_sizes[8] > 0, "the eight shared decode steps"
+    assert together == alone and all(n == 64 for _, n in alone)
+
+
+def test_a_cancelled_request_leaves_the_batch_and_the_others_go_on(onnx_folder):
+    engine = slm_engine.Engine(onnx_folder / "genai-fp32", MODEL, max_batch=4)
+    alone = _answers(engine, MIXED[:2], 48)
+    started, ended, pieces = threading.Event(), threading.Event(), []
+
+    def emit(event):
+        started.set()
+        if event["type"] == "end":
+            ended.set()
+    doomed = slm_engine.Job(engine.render(TRAIN, None), slm_engine.Sampling(5000, min_tokens=5000), emit)
+    engine.submit(doomed)
+    assert started.wait(30)
+    doomed.cancelled.set()  # the client went away mid-answer
+    assert _answers(engine, MIXED[:2], 48) == alone
+    assert ended.wait(30) and engine.pending == 0
+
+
+def test_concurrent_mixed_requests_each_get_their_own_answer(client, engine_server):
+    prompts = (MIXED + MIXED)[:12]
+    alone = [openai_chat.chat(client, MODEL, p, max_tokens=48).content for p in prompts]
+    before = metrics.parse(httpx.get(engine_server.base_url + "/metrics").text)
+
+    def ask(i):
+        if i % 2:
+            return openai_chat.stream(client, MODEL, prompts[i], max_tokens=48)["text"]
+        return openai_chat.chat(client, MODEL, prompts[i], max_tokens=48).content
+    with ThreadPoolExecutor(12) as pool:
+        together = list(pool.map(ask, range(12)))
+    assert together == alone
+    after = metrics.parse(httpx.get(engine_server.base_url + "/metrics").text)
+    steps = after["slm_engine_batch_size_count"] - before["slm_engine_batch_size_count"]
+    rows = after["slm_engine_batch_size_sum"] - before["slm_engine_batch_size_sum"]
+    assert rows / steps > 1.5, "concurrent requests shared decode steps"
+
+
+@pytest.mark.parametrize("max_batch", [1, 2])
+def test_max_batch_is_how_many_requests_decode_together(onnx_folder, max_batch):
+    engine = slm_engine.Engine(onnx_folder / "genai-fp32", MODEL, max_batch=max_batch)
     events, ended = [], [threading.Event(), threading.Event()]
 
     def job(i):
@@ -122,7 +180,7 @@ def test_workers_is_how_many_generations_run_at_once(onnx_folder, workers):
         engine.submit(job(i))
     assert all(e.wait(60) for e in ended)
     second_starts, first_ends = events.index((1, "text")), events.index((0, "end"))
-    assert (second_starts < first_ends) == (workers == 2), events[:5]
+    assert (second_starts < first_ends) == (max_batch == 2), events[:5]
 
 
 def test_full_queue_answers_429(engine):
@@ -144,7 +202,9 @@ def test_models_health_metrics_and_reasoning(engine_server):
     answer = httpx.post(base + "/reasoning", json={"prompt": curriculum.SEED_TRAIN_QUESTION, "task_type": "math",
                                                    "temperature": 0}).json()
     assert answer["generated_text"].endswith("The answer is 2.4.") and answer["task_type"] == "math"
-    assert "slm_engine_requests_total" in httpx.get(base + "/metrics").text
+    served = metrics.parse(httpx.get(base + "/metrics").text)
+    assert {"slm_engine_requests_total", "slm_engine_queue_seconds_total", "slm_engine_batch_size_count",
+            "slm_engine_generation_tokens_per_second"} <= served.keys()
 
 
 @pytest.mark.parametrize("body, status", [

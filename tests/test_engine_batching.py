@@ -1,0 +1,59 @@
+"""The SLM Engine's batching parts without a model: sampling, the KV cache's rows, the batch-size histogram."""
+import numpy as np
+
+from helpers import metrics, slm_engine
+
+DECODER = {"num_hidden_layers": 2, "num_key_value_heads": 2, "head_size": 8,
+           "inputs": {"past_key_names": "past_key_values.%d.key", "past_value_names": "past_key_values.%d.value"},
+           "outputs": {"present_key_names": "present.%d.key", "present_value_names": "present.%d.value"}}
+
+
+def test_sampling_cuts_to_top_k_and_the_nucleus():
+    rng, logits = np.random.default_rng(0), np.log(np.array([0.5, 0.3, 0.15, 0.05]))
+    nucleus = np.bincount([slm_engine.pick(logits, slm_engine.Sampling(1, 1.0, top_p=0.7), rng) for _ in range(4000)],
+                          minlength=4) / 4000
+    assert nucleus[2:].sum() == 0 and abs(nucleus[0] - 0.625) < 0.03  # {0.5, 0.3}, renormalised
+    assert {slm_engine.pick(logits, slm_engine.Sampling(1, 1.0, top_k=1), rng) for _ in range(50)} == {0}
+    assert slm_engine.pick(logits, slm_engine.Sampling(1, 0.0), rng) == 0
+
+
+def test_a_seed_repeats_its_draws():
+    logits = np.random.default_rng(1).normal(size=5000)
+    draw = [[slm_engine.pick(logits, slm_engine.Sampling(1, 1.0, top_p=0.9), np.random.default_rng(7)) for _ in range(3)]
+            for _ in range(2)]
+    assert draw[0] == draw[1]
+
+
+def test_the_cache_grows_keeping_rows_and_moves_a_row_into_a_freed_one():
+    cache = slm_engine.KVCache(DECODER, np.float32, limit=1024)
+    cache.ensure(2, 10)
+    assert (cache.rows, cache.capacity) == (2, 256) and len(cache.arrays) == 4
+    for array in cache.arrays:
+        array[1, :, :10] = 7.0
+    generation = cache.generation
+    cache.ensure(3, 300)
+    assert cache.rows >= 3 and cache.capacity == 512 and cache.generation == generation + 1
+    assert all((a[1, :, :10] == 7.0).all() and (a[0] == 0).all() for a in cache.arrays)
+    cache.move(1, 0)
+    assert all((a[0, :, :10] == 7.0).all() for a in cache.arrays)
+    cache.ensure(3, 5000)
+    assert cache.capacity == 1024  # never beyond the served context
+
+
+def test_batch_sizes_read_back_from_metrics():
+    lines = slm_engine._histogram("slm_engine_batch_size", "sequences per decode step", [0, 5, 0, 2, 1])
+    parsed = metrics.parse("\n".join(lines))
+    assert parsed["slm_engine_batch_size_count"] == 8 and parsed["slm_engine_batch_size_sum"] == 5 + 6 + 4
+    assert 'slm_engine_batch_size_bucket{le="4"} 8' in lines and 'slm_engine_batch_size_bucket{le="2"} 5' in lines
+    before = {"slm_engine_batch_size_count": 2, "slm_engine_batch_size_sum": 2, "slm_engine_requests_total": 1,
+              "slm_engine_queue_seconds_total": 0.0}
+    after = {**parsed, "slm_engine_requests_total": 5, "slm_engine_queue_seconds_total": 0.4}
+    assert metrics.batching(before, after) == {"decode steps": 6, "sequences per step": 2.17, "mean queue wait ms": 100.0}
+
+
+def test_threads_follow_the_containers_cpu_quota(tmp_path, monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
+    assert slm_engine.available_cpus(tmp_path) == 8  # no cgroup files: the affinity
+    for quota, cpus in [("max 100000", 8), ("150000 100000", 2), ("100000 100000", 1), ("20000 100000", 1)]:
+        (tmp_path / "cpu.max").write_text(quota)
+        assert slm_engine.available_cpus(tmp_path) == cpus, quota
