@@ -57,3 +57,24 @@ def test_threads_follow_the_containers_cpu_quota(tmp_path, monkeypatch):
     for quota, cpus in [("max 100000", 8), ("150000 100000", 2), ("100000 100000", 1), ("20000 100000", 1)]:
         (tmp_path / "cpu.max").write_text(quota)
         assert slm_engine.available_cpus(tmp_path) == cpus, quota
+
+
+def test_the_lm_head_is_cut_to_the_last_position():
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weight, bias = rng.normal(size=(4, 6)).astype(np.float32), rng.normal(size=6).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["hidden", "w"], ["projected"]), helper.make_node("Add", ["projected", "b"], ["logits"])],
+        "head", [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["batch", "seq", 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", 6])],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    assert slm_engine.last_position_logits(model.graph, "logits")
+    hidden = rng.normal(size=(2, 5, 4)).astype(np.float32)
+    out = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"hidden": hidden})[0]
+    assert out.shape == (2, 1, 6) and np.allclose(out[:, 0], hidden[:, -1] @ weight + bias)
+    onnx.checker.check_model(model)
+    assert not slm_engine.last_position_logits(helper.make_graph([], "empty", [], []), "logits")
