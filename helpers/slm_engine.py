@@ -218,8 +218,8 @@ class Job:
     queued_at: float = field(default_factory=time.perf_counter)
 
 
-def load_session(folder: Path, threads: int):
-    """An ONNX Runtime session on a genai build's decoder, its LM head cut to each row's last position, with
+def load_session(folder: Path, decoder: dict, threads: int):
+    """An ONNX Runtime session on a genai build's decoder (``genai_config.json``'s entry), its LM head cut to each row's last position, with
     ``threads`` intra-op threads and no second pool.
 
     Left alone, ONNX Runtime sizes its pool by physical cores; on a 2-vCPU machine that reports them
@@ -229,7 +229,6 @@ def load_session(folder: Path, threads: int):
     import onnx
     import onnxruntime as ort
 
-    decoder = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]
     model = onnx.load(str(folder / decoder["filename"]), load_external_data=False)  # weights stay in their file
     last_position_logits(model.graph, decoder["outputs"]["logits"])
     options = ort.SessionOptions()
@@ -421,7 +420,7 @@ class Engine:
         self.eos = set(eos if isinstance(eos, list) else [eos])
         start = time.perf_counter()
         self.threads = threads or available_cpus()
-        self.session = load_session(folder, self.threads)
+        self.session = load_session(folder, config["decoder"], self.threads)
         self.load_seconds = time.perf_counter() - start
         types = {i.name: _NUMPY_TYPES.get(i.type) for i in self.session.get_inputs()}
         decoder = config["decoder"]
