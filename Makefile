@@ -8,7 +8,7 @@ STAMP := $(VENV)/.requirements-installed
 # The machine's pip config names local indexes that may be absent; pip warns once per package.
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: setup engine lab jupyter test nano nano-train clean
+.PHONY: setup engine browser lab jupyter present test nano nano-train clean
 
 setup: $(STAMP)  ## the kernel's virtualenv (.venv) with requirements.txt, helpers/ importable
 
@@ -28,6 +28,11 @@ lab: setup engine  ## every notebook in order with papermill into runs/ (MODEL=p
 jupyter: setup  ## open JupyterLab on the notebooks
 	$(VENV)/bin/jupyter lab --notebook-dir=$(CURDIR) $(if $(filter 0,$(shell id -u)),--allow-root)
 
+RUNTIME ?= local
+PORT ?= 8866
+present: setup  ## the live dashboard as an app (Voila, no code) on http://127.0.0.1:$(PORT), on every backend for MODEL started once (or SLM_LAB_ENDPOINTS)
+	$(PY) -m helpers.present --model $(MODEL) --runtime $(RUNTIME) --port $(PORT)
+
 nano: setup  ## print the committed phi4-nano's training report and held-out accuracy
 	$(PY) -m helpers.phi4_nano
 
@@ -37,7 +42,10 @@ nano-train: setup  ## retrain phi4-nano from scratch into helpers/phi4-nano (abo
 engine:  ## a Docker engine + offline base image for the docker tests (installs them as root on Debian)
 	bash compose/engine/setup-local-engine.sh
 
-test: setup engine  ## unit tests, real backends, a real Docker engine, every notebook under papermill
+browser:  ## Debian's Chromium + chromium-driver for the browser tests (installs them as root on Debian)
+	bash tests/setup-browser.sh
+
+test: setup engine browser  ## unit tests, real backends, a real Docker engine, every notebook under papermill
 	$(PY) -m pytest -c tests/pytest.ini --rootdir=. $(PYTEST_ARGS)
 
 clean:

@@ -1,16 +1,26 @@
 """An instructor's live dashboard: one prompt, several backends side by side, streaming.
 
-``Dashboard.widget()`` is for a live session (ipywidgets: prompt box, backend checkboxes,
-temperature and max-token sliders, side-by-side streaming answers with live tokens/s, and
-a button that re-runs the task suite and redraws the accuracy chart). ``Dashboard.ask()``
-does the same comparison without widgets and returns the results, so a notebook executed
-by papermill shows static output instead.
+``Dashboard.widget()`` is for a live room (JupyterLab, or ``make present``: Voilà serves
+notebooks/dashboard.ipynb as an app without code). A *race* sends the prompt to every
+chosen backend at once (``concurrency`` copies each) through the backend's own client;
+each column streams its answer while its time to first token and tokens/s update. The
+tool-call switch offers the seed's tools and shows either the parsed ``tool_calls`` or
+the raw text the model wrote before any parser. Buttons re-run a small benchmark and
+the task suite and redraw their plots. A backend that fails shows its error in its own
+column; the others go on. ``Dashboard.race()`` does the same without widgets and
+returns the rows, so a notebook executed by papermill shows static output instead.
 """
 from __future__ import annotations
 
+import html
+import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+
+MODES = ("chat", "tools: parsed", "tools: raw text")
+UPDATE_EVERY_S = 0.1  # a column redraws at most this often while it streams (every token would flood the page)
 
 
 @dataclass
@@ -25,9 +35,8 @@ class Endpoint:
         return cls(get(backend).api, base_url, card.served_name)
 
 
-def stream_answer(endpoint: Endpoint, prompt: str, temperature: float, max_tokens: int):
-    """Text pieces of one streamed answer, through the backend's own client."""
-    messages = [{"role": "user", "content": prompt}]
+def stream_answer(endpoint: Endpoint, messages: list[dict], temperature: float, max_tokens: int):
+    """Text pieces of one streamed chat answer, through the backend's own client."""
     if endpoint.kind == "ollama":
         import ollama
         for chunk in ollama.Client(host=endpoint.base_url).chat(model=endpoint.model, messages=messages, stream=True,
@@ -43,65 +52,253 @@ def stream_answer(endpoint: Endpoint, prompt: str, temperature: float, max_token
             yield chunk.choices[0].delta.content
 
 
+def parsed_tool_calls(endpoint: Endpoint, messages: list[dict], tools: list[dict], temperature: float,
+                      max_tokens: int) -> str:
+    """The server's parsed ``tool_calls`` (one ``name(arguments)`` line each), or its text when it called none."""
+    if endpoint.kind == "ollama":
+        import ollama
+        reply = ollama.Client(host=endpoint.base_url).chat(
+            model=endpoint.model, messages=messages, tools=tools,
+            options={"temperature": temperature, "num_predict": max_tokens})
+        calls = [(c.function.name, dict(c.function.arguments)) for c in reply.message.tool_calls or []]
+        content = reply.message.content
+    else:
+        from helpers import openai_chat
+        reply = openai_chat.chat(openai_chat.client(endpoint.base_url), endpoint.model, messages, tools,
+                                 max_tokens, temperature)
+        calls, content = [(c["name"], c["arguments"]) for c in reply.tool_calls], reply.content
+    if not calls:
+        return f"(no tool_calls) {content or ''}"
+    return "\n".join(f"tool_calls → {name}({json.dumps(arguments)})" for name, arguments in calls)
+
+
+def raw_text(endpoint: Endpoint, prompt: str, max_tokens: int) -> str:
+    """What the model writes after the rendered ``prompt`` before any tool parser (greedy)."""
+    if endpoint.kind == "ollama":
+        import ollama
+
+        from helpers import ollama_lab
+        return ollama_lab.raw_generate(ollama.Client(host=endpoint.base_url), endpoint.model, prompt, max_tokens)
+    from helpers import openai_chat
+    return openai_chat.raw_completion(openai_chat.client(endpoint.base_url), endpoint.model, prompt, max_tokens)
+
+
+def connect(lab, endpoints: str | None = None) -> dict[str, str]:
+    """Backend -> base URL: the instructor's running backends (``endpoints`` as JSON, e.g. the
+    ``SLM_LAB_ENDPOINTS`` variable), else every backend of the registry started by ``lab`` (stopped with
+    the kernel) and the model provided to Ollama."""
+    if endpoints:
+        return json.loads(endpoints)
+    import ollama
+
+    from helpers import backends, ollama_lab
+    from helpers.models import require
+
+    require(lab.model, ("hf", "gguf", "onnx", "vllm"), lab.env, together=True)
+    urls = {name: lab.start(name).base_url for name in backends.BACKENDS}
+    ollama_lab.provide(ollama.Client(host=urls["ollama"], timeout=600), lab.model, urls["ollama"])
+    return urls
+
+
 class Dashboard:
-    def __init__(self, endpoints: dict[str, Endpoint], count_tokens, run_suite=None):
-        """``count_tokens(text)`` counts with the model's tokenizer; ``run_suite()`` returns a figure."""
-        self.endpoints, self.count, self.run_suite = endpoints, count_tokens, run_suite
+    def __init__(self, endpoints: dict[str, Endpoint], card, count_tokens=None, tools: list[dict] | None = None):
+        """``endpoints`` all serve ``card``'s model; ``count_tokens(text)`` defaults to the model's tokenizer;
+        ``tools`` for the tool-call switch (default: the seed's circle tool and a weather tool)."""
+        from helpers import curriculum, serving_bench
 
-    def _one(self, name: str, prompt: str, temperature: float, max_tokens: int, on_piece=None) -> dict:
-        start, first, text = time.perf_counter(), None, ""
-        try:
-            for piece in stream_answer(self.endpoints[name], prompt, temperature, max_tokens):
-                first = first or time.perf_counter()
+        self.endpoints, self.card = endpoints, card
+        self.tools = tools or [curriculum.CIRCLE_TOOL, curriculum.WEATHER_TOOL]
+        self.count = count_tokens or serving_bench.token_counter(card.hf_folder(progress=False) / "tokenizer.json")
+
+    @classmethod
+    def for_backends(cls, urls: dict[str, str], card) -> "Dashboard":
+        """The dashboard of the registry's backends at ``urls`` (backend -> base URL)."""
+        return cls({name: Endpoint.of(name, url, card) for name, url in urls.items()}, card)
+
+    # ------------------------------------------------------------------ the race, without widgets
+
+    def _answer(self, name: str, prompt: str, mode: str, temperature: float, max_tokens: int, on_text):
+        """One request; ``on_text(text so far)`` after every piece. In raw mode ``prompt`` is the rendered one."""
+        endpoint, messages = self.endpoints[name], [{"role": "user", "content": prompt}]
+        if mode == "tools: parsed":
+            on_text(parsed_tool_calls(endpoint, messages, self.tools, temperature, max_tokens))
+        elif mode == "tools: raw text":
+            on_text(raw_text(endpoint, prompt, max_tokens))
+        else:
+            text = ""
+            for piece in stream_answer(endpoint, messages, temperature, max_tokens):
                 text += piece
-                if on_piece:
-                    elapsed = time.perf_counter() - first
-                    on_piece(name, piece, self.count(text) / elapsed if elapsed > 0 else 0.0)
-        except Exception as err:  # one failing backend must not take the others down
-            return {"backend": name, "answer": f"error: {err}", "tokens": 0, "ttft_s": None, "tok_s": 0.0}
-        end = time.perf_counter()
-        tokens = self.count(text)
-        return {"backend": name, "answer": text, "tokens": tokens, "ttft_s": round((first or end) - start, 3),
-                "tok_s": round(tokens / (end - first), 1) if first and end > first else 0.0}
+                on_text(text)
 
-    def ask(self, prompt: str, backends: list[str] | None = None, temperature: float = 0.0, max_tokens: int = 128,
-            on_piece=None) -> list[dict]:
-        """The prompt to every chosen backend at once; one row per backend."""
+    def _column(self, name: str, prompt: str, mode: str, temperature: float, max_tokens: int, concurrency: int,
+                on_update=None) -> dict:
+        """``concurrency`` copies of the prompt to one backend at once; its row (the first copy's answer and time
+        to first token; every copy's tokens per second: after the first token when streamed, else since the
+        request)."""
+        start, lock = time.perf_counter(), threading.Lock()
+        texts, firsts = [""] * concurrency, [None] * concurrency
+        row = {"backend": name, "answer": "", "tokens": 0, "ttft_s": None, "tok_s": 0.0, "error": ""}
+        last_update = [0.0]
+
+        def refresh(final: bool = False):
+            now = time.perf_counter()
+            with lock:
+                if not final and now - last_update[0] < UPDATE_EVERY_S:
+                    return
+                last_update[0] = now
+                started = [f for f in firsts if f]
+                row["answer"], row["tokens"] = texts[0], sum(self.count(t) for t in texts)
+                row["ttft_s"] = round(firsts[0] - start, 3) if firsts[0] else None
+                since = min(started) if started and mode == "chat" else start  # a streamed answer: after its first token
+                row["tok_s"] = round(row["tokens"] / (now - since), 1) if started and now > since else 0.0
+                snapshot = dict(row)
+            if on_update:
+                on_update(name, snapshot)
+
+        def one(i):
+            def on_text(text):
+                firsts[i] = firsts[i] or time.perf_counter()
+                texts[i] = text
+                refresh()
+            self._answer(name, prompt, mode, temperature, max_tokens, on_text)
+
+        try:
+            with ThreadPoolExecutor(concurrency) as pool:
+                list(pool.map(one, range(concurrency)))
+        except Exception as err:  # one failing backend must not take the others down
+            row["error"] = f"{type(err).__name__}: {err}"
+        refresh(final=True)
+        return row
+
+    def race(self, prompt: str, backends: list[str] | None = None, mode: str = "chat", temperature: float = 0.0,
+             max_tokens: int = 128, concurrency: int = 1, on_update=None) -> list[dict]:
+        """The prompt to every chosen backend at once; one row per backend. ``on_update(backend, row)`` is
+        called while the answers stream (at most every ``UPDATE_EVERY_S``) and once at the end."""
+        from helpers import reference
+
         names = backends or list(self.endpoints)
+        if mode == "tools: raw text":  # rendered once, before the threads (transformers' lazy imports race)
+            prompt = reference.prompt_text(self.card, [{"role": "user", "content": prompt}], self.tools)
         with ThreadPoolExecutor(len(names)) as pool:
-            return list(pool.map(lambda n: self._one(n, prompt, temperature, max_tokens, on_piece), names))
+            return list(pool.map(lambda n: self._column(n, prompt, mode, temperature, max_tokens, concurrency,
+                                                        on_update), names))
+
+    def benchmark(self, backends: list[str], concurrency: int, max_tokens: int) -> dict[str, list[dict]]:
+        """A small serving benchmark (concurrency 1 and ``concurrency``) of the chosen backends, one at a time."""
+        from helpers import serving_bench, task_suite
+
+        prompts = [task_suite.openai_messages(t.messages) for t in task_suite.suite(self.card) if not t.tools][:8]
+        levels = sorted({1, concurrency})
+        return {name: serving_bench.sweep(self.endpoints[name].base_url, self.card.served_name, prompts, self.count, levels,
+                                          requests_per_level=max(4, concurrency), warmup=1, max_tokens=max_tokens,
+                                          progress=False) for name in backends}
+
+    def suite_accuracy(self, backends: list[str]) -> dict[str, dict[str, float]]:
+        """The model's graded task suite through each chosen backend's own client."""
+        from helpers import task_suite
+
+        tasks = task_suite.suite(self.card)
+        return {name: task_suite.accuracy(task_suite.run(task_suite.client_for(name, self.endpoints[name].base_url, self.card),
+                                                         tasks, progress=False)) for name in backends}
+
+    # ------------------------------------------------------------------ the live widget
 
     def widget(self, prompt: str = ""):
+        """The dashboard as ipywidgets (a live kernel: JupyterLab or Voilà)."""
         import ipywidgets as w
+        import matplotlib.pyplot as plt
         from IPython.display import display
 
-        box = w.Textarea(value=prompt, description="prompt", layout=w.Layout(width="100%", height="70px"))
+        from helpers import comparison
+        from helpers.curriculum import SEED_TOOL_PROMPT
+
+        box = w.Textarea(value=prompt, description="prompt", layout=w.Layout(width="95%", height="70px"))
         picks = {name: w.Checkbox(value=True, description=name, indent=False) for name in self.endpoints}
         temperature = w.FloatSlider(value=0.0, min=0.0, max=1.5, step=0.1, description="temperature")
-        max_tokens = w.IntSlider(value=128, min=8, max=512, step=8, description="max tokens")
-        send, suite = w.Button(description="Send", button_style="primary"), w.Button(description="Run task suite")
-        panes = {name: w.Output(layout=w.Layout(width=f"{96 // len(self.endpoints)}%", border="1px solid #ddd"))
-                 for name in self.endpoints}
-        speeds = {name: w.Label(value=f"{name}: –") for name in self.endpoints}
-        charts = w.Output()
+        max_tokens = w.IntSlider(value=min(128, self.card.budget.bench_tokens * 2), min=8, max=512, step=8,
+                                 description="max tokens")
+        concurrency = w.IntSlider(value=1, min=1, max=8, description="concurrency",
+                                  tooltip="requests per backend at once (race and benchmark)")
+        mode = w.ToggleButtons(options=MODES, description="tool calls",
+                               tooltips=["a plain chat answer, streamed", "the seed's tools offered; the server's "
+                                         "parsed tool_calls", "the seed's tools offered; the raw text the model "
+                                         "wrote, before any parser (greedy)"])
+        race = w.Button(description="Race", button_style="primary", icon="play")
+        bench = w.Button(description="Run benchmark", icon="tachometer")
+        suite = w.Button(description="Run task suite", icon="check")
+        status = w.Label()
+        status.add_class("slm-status")
+        runs = [0]
+        width = f"{98 // len(self.endpoints)}%"
+        stats = {name: w.HTML(value="–") for name in self.endpoints}
+        answers = {name: w.HTML(value="") for name in self.endpoints}
+        columns = {}
+        for name in self.endpoints:
+            columns[name] = w.VBox([w.HTML(f"<b>{html.escape(name)}</b>"), stats[name], answers[name]],
+                                   layout=w.Layout(width=width, border="1px solid #ccc", padding="4px"))
+            columns[name].add_class("slm-column")
+            columns[name].add_class(f"slm-backend-{name}")
+            stats[name].add_class("slm-stats")
+            answers[name].add_class("slm-answer")
+        plots = {"benchmark": w.Output(), "suite": w.Output()}
+        for name, out in plots.items():
+            out.add_class(f"slm-plot-{name}")
 
-        def on_piece(name, piece, tok_s):
-            panes[name].append_stdout(piece)
-            speeds[name].value = f"{name}: {tok_s:,.0f} tok/s"
+        def show(name, row):
+            ttft = "–" if row["ttft_s"] is None else f"{row['ttft_s']:.2f} s"
+            stats[name].value = (f"TTFT {ttft} · {row['tok_s']:,.1f} tok/s · {row['tokens']} tokens"
+                                 + (" · <span style='color:#b00'>failed</span>" if row["error"] else ""))
+            body = html.escape(row["answer"]) + (
+                f"<div style='color:#b00'>error: {html.escape(row['error'])}</div>" if row["error"] else "")
+            answers[name].value = f"<pre style='white-space:pre-wrap;margin:0'>{body}</pre>"
 
-        def on_send(_):
-            chosen = [n for n, c in picks.items() if c.value]
-            for name in chosen:
-                panes[name].clear_output()
-            self.ask(box.value, chosen, temperature.value, max_tokens.value, on_piece)
+        def chosen():
+            return [n for n, c in picks.items() if c.value]
+
+        def busy(what, work):
+            for button in (race, bench, suite):
+                button.disabled = True
+            runs[0] += 1
+            what = f"{what} #{runs[0]}"
+            status.value = f"{what}…"
+            start = time.perf_counter()
+            try:
+                work()
+                status.value = f"{what}: done in {time.perf_counter() - start:.1f} s"
+            except Exception as err:  # shown, never a dead button
+                status.value = f"{what}: failed: {type(err).__name__}: {err}"
+            finally:
+                for button in (race, bench, suite):
+                    button.disabled = False
+
+        def on_race(_):
+            for name in chosen():
+                show(name, {"answer": "", "tokens": 0, "ttft_s": None, "tok_s": 0.0, "error": ""})
+            busy("race", lambda: self.race(box.value, chosen(), mode.value, temperature.value, max_tokens.value,
+                                           concurrency.value, on_update=show))
+
+        def redraw(out, figure):
+            out.clear_output(wait=True)
+            with out:
+                display(figure)
+            plt.close(figure)
+
+        def on_bench(_):
+            busy("benchmark", lambda: redraw(plots["benchmark"], comparison.plot_concurrency(
+                self.benchmark(chosen(), concurrency.value, max_tokens.value))))
 
         def on_suite(_):
-            if self.run_suite:
-                charts.clear_output(wait=True)
-                with charts:
-                    display(self.run_suite())
+            busy("task suite", lambda: redraw(plots["suite"], comparison.plot_accuracy(
+                self.suite_accuracy(chosen()))))
 
-        send.on_click(on_send)
+        def on_mode(change):
+            if change["new"] != "chat" and box.value == prompt:
+                box.value = SEED_TOOL_PROMPT
+
+        race.on_click(on_race)
+        bench.on_click(on_bench)
         suite.on_click(on_suite)
-        return w.VBox([box, w.HBox(list(picks.values())), w.HBox([temperature, max_tokens, send, suite]),
-                       w.HBox(list(speeds.values())), w.HBox(list(panes.values())), charts])
+        mode.observe(on_mode, names="value")
+        return w.VBox([box, w.HBox(list(picks.values())), w.HBox([temperature, max_tokens, concurrency]), mode,
+                       w.HBox([race, bench, suite, status]), w.HBox(list(columns.values())),
+                       plots["benchmark"], plots["suite"]])

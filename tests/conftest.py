@@ -1,4 +1,5 @@
-"""Shared fixtures; docker/gpu tests deselect themselves where the machine has neither."""
+"""Shared fixtures; docker/gpu/browser tests skip themselves where the machine has none."""
+import shutil
 import sys
 from pathlib import Path
 
@@ -17,6 +18,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=f"no Docker daemon answers ({docker_error})"))
         if "gpu" in item.keywords and not gpus:
             item.add_marker(pytest.mark.skip(reason="no NVIDIA GPU (nvidia-smi finds none)"))
+        if "browser" in item.keywords and not (shutil.which("chromium") and shutil.which("chromedriver")):
+            item.add_marker(pytest.mark.skip(reason="no chromium + chromedriver (make browser installs them)"))
 
 
 @pytest.fixture(scope="session")

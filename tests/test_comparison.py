@@ -87,13 +87,26 @@ def test_report_writes_markdown_and_html_with_figures(tmp_path):
     assert "data:image/png;base64," in html.read_text() and (tmp_path / "memory.png").exists()
 
 
-def test_dashboard_asks_every_backend_and_builds_its_widget():
+def test_dashboard_races_every_backend_concurrently_and_builds_its_widget():
     with serving_bench.trivial_server(tokens=8) as url:
-        dash = dashboard.Dashboard({"a": dashboard.Endpoint("openai", url, "m"), "b": dashboard.Endpoint("openai", url, "m")},
-                                   lambda text: len(text.split()))
-        rows = dash.ask("hi")
-        assert [(r["backend"], r["tokens"]) for r in rows] == [("a", 8), ("b", 8)]
-        assert len(dash.widget("hi").children) == 6
+        endpoints = {"a": dashboard.Endpoint("openai", url, "m"), "b": dashboard.Endpoint("openai", url, "m")}
+        dash = dashboard.Dashboard(endpoints, models.get("phi4-nano"), count_tokens=lambda text: len(text.split()))
+        updates = []
+        rows = dash.race("hi", concurrency=3, on_update=lambda name, row: updates.append((name, row["tokens"])))
+        assert [(r["backend"], r["tokens"], r["error"]) for r in rows] == [("a", 24, ""), ("b", 24, "")]
+        assert all(r["ttft_s"] is not None and r["tok_s"] > 0 for r in rows)
+        assert {("a", 24), ("b", 24)} <= set(updates)  # the final update of each column
+        assert len(dash.widget("hi").children) == 8
+
+
+def test_a_failing_backend_shows_its_error_in_its_own_column():
+    with serving_bench.trivial_server(tokens=8) as url:
+        endpoints = {"up": dashboard.Endpoint("openai", url, "m"),
+                     "down": dashboard.Endpoint("openai", "http://127.0.0.1:9", "m")}
+        dash = dashboard.Dashboard(endpoints, models.get("phi4-nano"), count_tokens=lambda text: len(text.split()))
+        up, down = dash.race("hi")
+        assert up["tokens"] == 8 and not up["error"]
+        assert down["tokens"] == 0 and "Connection" in down["error"]
 
 
 def test_measurements_feed_the_table():

@@ -32,7 +32,7 @@ REQUIRED_CHECKS = {
     "04_onnx_engine": ["engine is ready and serves the card's variant", "the server parsed what the model wrote",
                        "a streamed tool request returns the same tool calls", "/reasoning answers every example with usage",
                        "bad requests are 4xx, not 5xx"],
-    "05_comparison": ["every benchmark request succeeded", "report exported", "the dashboard's comparison reaches every backend",
+    "05_comparison": ["every benchmark request succeeded", "report exported", "the dashboard's race reaches every backend",
                       "onnx-engine gives transformers' greedy answers on at least 95 % of the suite",
                       "vllm gives transformers' greedy answers on at least 95 % of the suite"],
     "06_production": ["every compose file passes the security lint", "the lint catches the seed's flaws",
