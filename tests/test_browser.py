@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from helpers import backends, chapter, comparison, dashboard, deploy, models, report, serving_bench, task_suite
-from helpers.curriculum import SEED_TOOL_PROMPT
+from helpers.curriculum import SEED_TOOL_PROMPT, SEED_TRAIN_QUESTION
 from helpers.paths import REPO, RUNS
 from helpers.tables import markdown_table
 
@@ -205,7 +205,10 @@ def drive_dashboard(driver, names: list[str], shot: str, full: bool) -> None:
     driver.save_screenshot(str(SHOTS / f"{shot}-tools.png"))
 
     click(driver, "chat")
-    race(driver, names, answered)
+    box = driver.find_element(By.CSS_SELECTOR, ".widget-textarea textarea")
+    box.clear()
+    box.send_keys(SEED_TRAIN_QUESTION)  # typed, as a presenter would
+    race(driver, names, lambda stats, answer: answered(stats, answer) and "The answer is 2.4" in answer)
     run(driver, "Run benchmark")
     wait_until("the benchmark plot", lambda: plot_drawn(driver, "benchmark"), timeout=30)
     first = driver.execute_script("return document.querySelector('.slm-plot-benchmark img').src")
