@@ -85,6 +85,21 @@ class Chapter:
         self.servers.append(server)
         return server
 
+    def start_all(self, timeout: float = 600, also_needs: tuple[str, ...] = ()) -> dict[str, deploy.Deployment]:
+        """Every backend of the registry at once (the model provided to Ollama's API), after checking that the
+        machine holds all their forms of the model together, plus ``also_needs`` (e.g. transformers beside)."""
+        import ollama
+
+        from helpers import ollama_lab
+
+        needs = tuple(dict.fromkeys(n for entry in backends.BACKENDS.values() for n in entry.needs)) + also_needs
+        models.require(self.model, needs, self.env, together=True)
+        servers = {name: self.start(name, timeout=timeout) for name in backends.BACKENDS}
+        for name, server in servers.items():
+            if backends.get(name).api == "ollama":
+                ollama_lab.provide(ollama.Client(host=server.base_url, timeout=600), self.model, server.base_url)
+        return servers
+
     def commands(self, backend: str) -> dict[str, str]:
         """The copy-pasteable commands that start ``backend`` with this model: ``docker run`` on a GPU and on a
         CPU, and the local process (nothing is started). The docker lines name the official image; where no
@@ -112,16 +127,11 @@ class Chapter:
     def raw_answer(self, backend: str, server, messages: list[dict], tools: list[dict] | None = None) -> str:
         """What the model writes for ``messages`` on ``server``, before any tool parser: the prompt rendered
         by the model's own chat template, completed raw (``/v1/completions``, or Ollama's raw mode)."""
-        from helpers import ollama_lab, openai_chat, reference
+        from helpers import dashboard, reference
 
         prompt = reference.prompt_text(self.model, messages, tools)
-        tokens = self.model.budget.chat_tokens
-        if backends.get(backend).api == "ollama":
-            import ollama
-            return ollama_lab.raw_generate(ollama.Client(host=server.base_url, timeout=600), self.model.served_name,
-                                           prompt, tokens)
-        return openai_chat.raw_completion(openai_chat.client(server.base_url, timeout=600), self.model.served_name,
-                                          prompt, tokens)
+        endpoint = dashboard.Endpoint.of(backend, server.base_url, self.model)
+        return dashboard.raw_text(endpoint, prompt, self.model.budget.chat_tokens)
 
     def tool_call_record(self, raw: str, parsed: list[dict], tools: list[dict]) -> dict:
         """The raw text beside the server's parsed ``tool_calls``, and the format the model used."""

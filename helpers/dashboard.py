@@ -72,15 +72,17 @@ def parsed_tool_calls(endpoint: Endpoint, messages: list[dict], tools: list[dict
     return "\n".join(f"tool_calls → {name}({json.dumps(arguments)})" for name, arguments in calls)
 
 
-def raw_text(endpoint: Endpoint, prompt: str, max_tokens: int) -> str:
+def raw_text(endpoint: Endpoint, prompt: str, max_tokens: int, timeout: float = 600) -> str:
     """What the model writes after the rendered ``prompt`` before any tool parser (greedy)."""
     if endpoint.kind == "ollama":
         import ollama
 
         from helpers import ollama_lab
-        return ollama_lab.raw_generate(ollama.Client(host=endpoint.base_url), endpoint.model, prompt, max_tokens)
+        return ollama_lab.raw_generate(ollama.Client(host=endpoint.base_url, timeout=timeout), endpoint.model,
+                                       prompt, max_tokens)
     from helpers import openai_chat
-    return openai_chat.raw_completion(openai_chat.client(endpoint.base_url), endpoint.model, prompt, max_tokens)
+    return openai_chat.raw_completion(openai_chat.client(endpoint.base_url, timeout=timeout), endpoint.model,
+                                      prompt, max_tokens)
 
 
 def connect(lab, endpoints: str | None = None) -> dict[str, str]:
@@ -89,15 +91,7 @@ def connect(lab, endpoints: str | None = None) -> dict[str, str]:
     the kernel) and the model provided to Ollama."""
     if endpoints:
         return json.loads(endpoints)
-    import ollama
-
-    from helpers import backends, ollama_lab
-    from helpers.models import require
-
-    require(lab.model, ("hf", "gguf", "onnx", "vllm"), lab.env, together=True)
-    urls = {name: lab.start(name).base_url for name in backends.BACKENDS}
-    ollama_lab.provide(ollama.Client(host=urls["ollama"], timeout=600), lab.model, urls["ollama"])
-    return urls
+    return {name: server.base_url for name, server in lab.start_all().items()}
 
 
 class Dashboard:

@@ -23,7 +23,7 @@ from helpers import chat_format, curriculum
 from helpers.paths import content_key
 
 RECIPE = {
-    "version": 2,
+    "version": 3,
     "config": {  # Phi-4-mini's family at toy widths; head_dim 64 for onnxruntime-genai's GQA kernel
         "vocab_size": 4096, "hidden_size": 256, "intermediate_size": 256, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "partial_rotary_factor": 0.75,
@@ -31,7 +31,7 @@ RECIPE = {
         "tie_word_embeddings": True, "hidden_act": "silu", "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
     },
     "tokenizer": {"vocab_size": 4096, "corpus_tasks": 30000},
-    "train": {"seed": 0, "steps": 12000, "batch_size": 32, "lr": 3e-3, "warmup": 200, "weight_decay": 0.01},
+    "train": {"seed": 0, "steps": 20000, "batch_size": 32, "lr": 2e-3, "warmup": 200, "weight_decay": 0.01},
     "eval": {"per_family": 60, "every": 1000},
 }
 

@@ -44,3 +44,12 @@ def test_skipped_work_is_recorded_with_its_reason(tmp_path):
     lab = _lab(tmp_path, "phi4-nano")
     assert lab.skip("engine stack", "no Docker daemon") is None
     assert lab.summary.data["values"]["skipped"] == {"engine stack": "no Docker daemon"}
+
+
+def test_start_all_checks_every_backend_fits_together_before_starting_any(tmp_path, monkeypatch):
+    lab = chapter.Chapter("05_x", _env(ram_gb=16.0), "local", models.get("qwen2.5-coder-0.5b"), Summary("05_x", tmp_path))
+    started = []
+    monkeypatch.setattr(lab, "start", lambda backend, **kw: started.append(backend))
+    with pytest.raises(models.ResourceError, match="does not fit this machine"):
+        lab.start_all(also_needs=("transformers",))
+    assert started == []
