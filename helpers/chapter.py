@@ -85,7 +85,8 @@ class Chapter:
         self.servers.append(server)
         return server
 
-    def start_all(self, timeout: float = 600, also_needs: tuple[str, ...] = ()) -> dict[str, deploy.Deployment]:
+    def start_all(self, timeout: float = 600, also_needs: tuple[str, ...] = (),
+                  progress: bool = True) -> dict[str, deploy.Deployment]:
         """Every backend of the registry at once (the model provided to Ollama's API), after checking that the
         machine holds all their forms of the model together, plus ``also_needs`` (e.g. transformers beside)."""
         import ollama
@@ -94,10 +95,11 @@ class Chapter:
 
         needs = tuple(dict.fromkeys(n for entry in backends.BACKENDS.values() for n in entry.needs)) + also_needs
         models.require(self.model, needs, self.env, together=True)
-        servers = {name: self.start(name, timeout=timeout) for name in backends.BACKENDS}
+        servers = {name: self.start(name, timeout=timeout, progress=progress) for name in backends.BACKENDS}
         for name, server in servers.items():
             if backends.get(name).api == "ollama":
-                ollama_lab.provide(ollama.Client(host=server.base_url, timeout=600), self.model, server.base_url)
+                ollama_lab.provide(ollama.Client(host=server.base_url, timeout=600), self.model, server.base_url,
+                                   progress=progress)
         return servers
 
     def commands(self, backend: str) -> dict[str, str]:
