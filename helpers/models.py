@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from helpers import chat_format, weights
+from helpers import chat_format, phi4_nano, weights
 
 @dataclass(frozen=True)
 class Need:
@@ -29,7 +29,8 @@ class Budget:
 
     per_family: int = 10  # held-out tasks per curriculum family in the graded suite
     seed_keys: tuple[str, ...] | None = None  # the seed's prompts in the suite (None: all 11)
-    max_tokens: dict = field(default_factory=lambda: {"default": 48, "coding": 96, "seed": 160})
+    # tokens per answer by curriculum family; the default is phi4-nano's, the budget its held-out grading uses
+    max_tokens: dict = field(default_factory=lambda: dict(phi4_nano.MAX_NEW_TOKENS))
     chat_tokens: int = 160  # a notebook's single chat answers
     bench_levels: tuple[int, ...] = (1, 2, 4, 8)
     bench_requests: int = 8

@@ -23,7 +23,7 @@ from helpers import chat_format, curriculum
 from helpers.paths import content_key
 
 RECIPE = {
-    "version": 3,
+    "version": 5,
     "config": {  # Phi-4-mini's family at toy widths; head_dim 64 for onnxruntime-genai's GQA kernel
         "vocab_size": 4096, "hidden_size": 256, "intermediate_size": 256, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "partial_rotary_factor": 0.75,
@@ -31,8 +31,9 @@ RECIPE = {
         "tie_word_embeddings": True, "hidden_act": "silu", "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
     },
     "tokenizer": {"vocab_size": 4096, "corpus_tasks": 30000},
-    "train": {"seed": 0, "steps": 20000, "batch_size": 32, "lr": 2e-3, "warmup": 200, "weight_decay": 0.01},
-    "eval": {"per_family": 60, "every": 1000},
+    "train": {"seed": 0, "steps": 18000, "batch_size": 32, "lr": 2e-3, "floor": 0.02, "warmup": 200,
+              "weight_decay": 0.01},
+    "eval": {"per_family": 60, "every": 2000},
 }
 
 
@@ -133,10 +134,11 @@ def _family_batches(stream, batch_size: int):
             yield pending.pop(task.family)
 
 
-def train(model, tokenizer, steps: int, batch_size: int, lr: float, warmup: int, weight_decay: float,
+def train(model, tokenizer, steps: int, batch_size: int, lr: float, floor: float, warmup: int, weight_decay: float,
           seed: int, on_step=None, progress: bool = True) -> list[float]:
-    """Train on the curriculum; the LM head and loss run only where an answer token is predicted.
-    ``on_step(step)`` runs after every step (the held-out curve)."""
+    """Train on the curriculum; the LM head and loss run only where an answer token is predicted. The rate warms
+    up linearly, then follows a cosine from ``lr`` down to ``floor * lr``. ``on_step(step)`` runs after every step
+    (the held-out curve)."""
     import torch
     import torch.nn.functional as F
 
@@ -146,8 +148,8 @@ def train(model, tokenizer, steps: int, batch_size: int, lr: float, warmup: int,
     torch.set_flush_denormal(True)
     batches = _family_batches(curriculum.training_stream(seed), batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, cosine decay to 10 %
-        opt, lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * s / steps))))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * (floor + (1 - floor) / 2 * (1 + math.cos(math.pi * s / steps))))
     losses = []
     bar = _tqdm(range(1, steps + 1), desc="training phi4-nano", disable=not progress, mininterval=5)
     for step in bar:

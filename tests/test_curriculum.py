@@ -44,6 +44,17 @@ def test_arithmetic_numbers_stay_below_100():
         assert all(n < 100 for n in numbers) and task.expected["number"] >= 0
 
 
+def test_worked_answers_are_true_step_by_step():
+    """Every equation in a worked sum holds, and the units step works on single digits (plus a borrowed ten)."""
+    for a, b in itertools.product(range(100), repeat=2):
+        for op in "+-" if a >= b else "+":
+            answer, result = curriculum.worked_answer(a, b, op)
+            assert result == (a + b if op == "+" else a - b) and answer.endswith(f"The answer is {result}.")
+            steps = re.findall(r"(\d+(?: [+-] \d+)+) = (\d+)", answer)
+            assert len(steps) == 3 and all(eval(lhs) == int(rhs) for lhs, rhs in steps), answer
+            assert int(steps[0][0].split()[0]) < 20 and int(steps[0][0].split()[-1]) < 10, answer
+
+
 def test_tool_call_tasks_offer_the_expected_tool():
     rng = random.Random(0)
     for _ in range(100):

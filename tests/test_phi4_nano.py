@@ -29,6 +29,15 @@ def test_tokenizer_keeps_digits_single_and_special_tokens_whole(nano):
     assert tokenizer.model_input_names == ["input_ids", "attention_mask"]
 
 
+def test_worked_sums_fit_the_answer_budget(nano):
+    """Every worked sum, with its end token, fits the tokens every backend grants phi4-nano's answers."""
+    _, tokenizer, _ = nano
+    answers = [curriculum.worked_answer(a, b, op)[0]
+               for a in range(100) for b in range(100) for op in "+-"[:1 + (a >= b)]]
+    longest = max(len(ids) for ids in tokenizer(answers, add_special_tokens=False)["input_ids"]) + 1
+    assert longest <= phi4_nano.MAX_NEW_TOKENS["default"]
+
+
 def test_saved_folder_is_servable(nano):
     _, _, folder = nano
     for name in ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
