@@ -36,7 +36,7 @@ present: setup  ## the live dashboard as an app (Voila, no code) on http://127.0
 nano: setup  ## print the committed phi4-nano's training report and held-out accuracy
 	$(PY) -m helpers.phi4_nano
 
-nano-train: setup  ## retrain phi4-nano from scratch into helpers/phi4-nano (about 2 hours on 2 cores)
+nano-train: setup  ## retrain phi4-nano from scratch into helpers/phi4-nano (1.5-2 hours on 2 cores)
 	$(PY) -m helpers.nano_train
 
 engine:  ## a Docker engine + offline base image for the docker tests (installs them as root on Debian)

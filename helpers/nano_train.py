@@ -252,14 +252,25 @@ def _mark_gpt2_tokenizer(folder: Path) -> None:
 
 
 def compare(new: dict, old: dict | None) -> str:
-    """How a fresh build's held-out accuracy compares with the committed one's."""
+    """How a fresh build's held-out accuracy compares with the committed one's, and from which step its loss
+    curve parts from the committed run's (same recipe and CPU kind: never; another CPU kind: within a few
+    hundred steps, docs/phi4-nano.md)."""
     if not old:
         return "no committed report to compare with"
     rows = [f"{family:<14}{old['accuracy'].get(family, {}).get('accuracy', float('nan')):>10.1%}"
             f"{r['accuracy']:>10.1%}" for family, r in new["accuracy"].items()]
     same = all(old["accuracy"].get(f, {}).get("accuracy") == r["accuracy"] for f, r in new["accuracy"].items())
-    verdict = ("same accuracies as the committed report" if same and old["key"] == new["key"] else
-               "differs from the committed report" + (" (its recipe differs)" if old["key"] != new["key"] else ""))
+    parted = next((10 * i for i, (a, b) in enumerate(zip(new["loss_curve"], old["loss_curve"])) if a != b), None)
+    if old["key"] != new["key"]:
+        verdict = "differs from the committed report (its recipe differs)"
+    else:
+        verdict = "same accuracies as the committed report" if same else "differs from the committed report"
+        if parted is not None:
+            verdict += (f"; the loss curves part after step {parted:,}"
+                        f" (committed: {old['cpu']}, {old['threads']} threads; this run: {new['cpu']},"
+                        f" {new['threads']} threads)")
+        else:
+            verdict += "; the loss curves are identical"
     return "\n".join([f"{'family':<14}{'committed':>10}{'this run':>10}", *rows, verdict])
 
 

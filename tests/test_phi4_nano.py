@@ -65,6 +65,41 @@ def test_heldout_accuracy_is_the_recorded_one(nano):
     assert {f: r["accuracy"] for f, r in measured.items()} == {f: r["accuracy"] for f, r in recorded.items()}
 
 
+def test_the_recipe_reproduces_the_start_of_the_committed_run(nano, monkeypatch):
+    """The recipe's tokenizer is the committed one and its first ten steps give the committed losses: what the
+    recipe key cannot see (library versions, this CPU) still reproduces the run's start. Later steps drift apart
+    across CPU kinds (docs/phi4-nano.md), so only the start is checked here."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import Phi3ForCausalLM
+
+    tokenizer = nano_train.train_tokenizer(**nano_train.RECIPE["tokenizer"])
+    assert tokenizer.get_vocab() == nano[1].get_vocab()
+    torch.manual_seed(nano_train.RECIPE["train"]["seed"])
+    model = Phi3ForCausalLM(nano_train.make_config(tokenizer))
+    losses, cross_entropy = [], F.cross_entropy
+
+    def recorded(*args, **kwargs):
+        loss = cross_entropy(*args, **kwargs)
+        losses.append(loss.item())
+        return loss
+
+    class Enough(Exception):
+        pass
+
+    def stop_after_ten(step):
+        if step == 10:
+            raise Enough
+
+    monkeypatch.setattr(F, "cross_entropy", recorded)
+    try:
+        with pytest.raises(Enough):
+            nano_train.train(model, tokenizer, on_step=stop_after_ten, progress=False, **nano_train.RECIPE["train"])
+    finally:
+        torch.set_flush_denormal(False)  # train() turns it off only when it runs to the end
+    assert losses == pytest.approx(phi4_nano.report(nano[2])["loss_first"], abs=2e-3)
+
+
 @pytest.mark.slow
 def test_the_recipe_trains_a_servable_folder(tmp_path, monkeypatch):
     """The training path end to end at a few steps (make nano-train runs the full recipe)."""
@@ -74,6 +109,20 @@ def test_the_recipe_trains_a_servable_folder(tmp_path, monkeypatch):
     assert rep["key"] == nano_train.recipe_key() != phi4_nano.report(phi4_nano.SHIPPED)["key"]
     assert [point["step"] for point in rep["heldout_curve"]] == [2, 4]
     assert (tmp_path / "model.safetensors").exists() and (tmp_path / "chat_template.jinja").exists()
+
+
+def test_compare_says_whether_a_retraining_reproduced_the_committed_run():
+    committed = {"key": "k", "cpu": "Intel Xeon", "threads": 2, "loss_curve": [8.2, 7.6, 6.8],
+                 "accuracy": {"arithmetic": {"accuracy": 0.95}}}
+    assert nano_train.compare(committed, committed).endswith(
+        "same accuracies as the committed report; the loss curves are identical")
+    other_cpu = {**committed, "cpu": "AMD EPYC", "loss_curve": [8.2, 7.6, 6.9],
+                 "accuracy": {"arithmetic": {"accuracy": 0.9}}}
+    assert nano_train.compare(other_cpu, committed).endswith(
+        "differs from the committed report; the loss curves part after step 20"
+        " (committed: Intel Xeon, 2 threads; this run: AMD EPYC, 2 threads)")
+    assert nano_train.compare({**committed, "key": "new"}, committed).endswith("(its recipe differs)")
+    assert nano_train.compare(committed, None) == "no committed report to compare with"
 
 
 def test_free_cpus_leaves_out_what_others_keep_busy(monkeypatch):
