@@ -187,6 +187,9 @@ def recipe_key() -> str:
 
 # ----------------------------------------------------------------------------- build
 
+LOSS_WINDOW = 10  # the report's loss_curve is the mean loss of every this many steps
+
+
 def build(out_dir: Path, progress: bool = True) -> dict:
     """Train, grade and save phi4-nano into ``out_dir`` (a normal Hugging Face folder plus report.json)."""
     import torch
@@ -231,7 +234,8 @@ def build(out_dir: Path, progress: bool = True) -> dict:
         "threads": threads, "cpu": _cpu_model(), "torch": torch.__version__,
         "transformers": transformers.__version__, "python": sys.version.split()[0],
         "loss_first": losses[:10], "loss_last": losses[-10:],
-        "loss_curve": [round(sum(losses[i:i + 10]) / len(losses[i:i + 10]), 4) for i in range(0, len(losses), 10)],
+        "loss_curve": [round(sum(losses[i:i + LOSS_WINDOW]) / len(losses[i:i + LOSS_WINDOW]), 4)
+                       for i in range(0, len(losses), LOSS_WINDOW)],
         "heldout_curve": curve, "accuracy": accuracy,
     }
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
@@ -260,17 +264,15 @@ def compare(new: dict, old: dict | None) -> str:
     rows = [f"{family:<14}{old['accuracy'].get(family, {}).get('accuracy', float('nan')):>10.1%}"
             f"{r['accuracy']:>10.1%}" for family, r in new["accuracy"].items()]
     same = all(old["accuracy"].get(f, {}).get("accuracy") == r["accuracy"] for f, r in new["accuracy"].items())
-    parted = next((10 * i for i, (a, b) in enumerate(zip(new["loss_curve"], old["loss_curve"])) if a != b), None)
     if old["key"] != new["key"]:
         verdict = "differs from the committed report (its recipe differs)"
     else:
-        verdict = "same accuracies as the committed report" if same else "differs from the committed report"
-        if parted is not None:
-            verdict += (f"; the loss curves part after step {parted:,}"
-                        f" (committed: {old['cpu']}, {old['threads']} threads; this run: {new['cpu']},"
-                        f" {new['threads']} threads)")
-        else:
-            verdict += "; the loss curves are identical"
+        parted = next((LOSS_WINDOW * i for i, (a, b) in enumerate(zip(new["loss_curve"], old["loss_curve"]))
+                       if a != b), None)
+        verdict = ("same accuracies as the committed report" if same else "differs from the committed report") + (
+            "; the loss curves are identical" if parted is None else
+            f"; the loss curves part after step {parted:,} (committed: {old['cpu']}, {old['threads']} threads;"
+            f" this run: {new['cpu']}, {new['threads']} threads)")
     return "\n".join([f"{'family':<14}{'committed':>10}{'this run':>10}", *rows, verdict])
 
 
