@@ -23,7 +23,7 @@ from helpers import chat_format, curriculum
 from helpers.paths import content_key
 
 RECIPE = {
-    "version": 5,
+    "version": 6,
     "config": {  # Phi-4-mini's family at toy widths; head_dim 64 for onnxruntime-genai's GQA kernel
         "vocab_size": 4096, "hidden_size": 256, "intermediate_size": 256, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "partial_rotary_factor": 0.75,
