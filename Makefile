@@ -10,20 +10,19 @@ QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
 .PHONY: setup engine browser lab jupyter present test nano nano-train clean
 
-setup: $(STAMP)  ## the kernel's virtualenv (.venv) with requirements.txt, helpers/ importable
+setup: $(STAMP)  ## the kernel's virtualenv (.venv): torch, then the project (pip install -e .) with requirements.txt
 
-$(STAMP): requirements.txt helpers/venvs.py
+$(STAMP): requirements.txt pyproject.toml helpers/system/venvs.py
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python 3.10+ needed"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first: the CPU build from PyTorch's CPU index where it answers, else what pip finds (warns on CUDA)
-	$(PYTHON) -m helpers.venvs torch $(PY) 2>&1 | ($(QUIET_PIP))
-	$(PY) -m pip install -q -r requirements.txt 2>&1 | ($(QUIET_PIP))
-	$(PY) -c 'import site; open(site.getsitepackages()[0] + "/slm_deploy_lab.pth", "w").write("$(CURDIR)\n")'
+	$(PYTHON) -m helpers.system.venvs torch $(PY) 2>&1 | ($(QUIET_PIP))
+	$(PY) -m pip install -q -e . 2>&1 | ($(QUIET_PIP))
 	touch $@
 
 MODEL ?= qwen2.5-coder-0.5b
 lab: setup engine  ## every notebook in order with papermill into runs/ (MODEL=phi4-nano for the fast one)
-	$(PY) -m helpers.workbook --model $(MODEL)
+	$(VENV)/bin/slm-lab --model $(MODEL)
 
 jupyter: setup  ## open JupyterLab on the notebooks
 	$(VENV)/bin/jupyter lab --notebook-dir=$(CURDIR) $(if $(filter 0,$(shell id -u)),--allow-root)
@@ -31,13 +30,13 @@ jupyter: setup  ## open JupyterLab on the notebooks
 RUNTIME ?= local
 PORT ?= 8866
 present: setup  ## the live dashboard as an app (Voila, no code) on http://127.0.0.1:$(PORT), on every backend for MODEL started once (or SLM_LAB_ENDPOINTS)
-	$(PY) -m helpers.present --model $(MODEL) --runtime $(RUNTIME) --port $(PORT)
+	$(VENV)/bin/slm-lab-present --model $(MODEL) --runtime $(RUNTIME) --port $(PORT)
 
 nano: setup  ## print the committed phi4-nano's training report and held-out accuracy
-	$(PY) -m helpers.phi4_nano
+	$(VENV)/bin/phi4-nano
 
-nano-train: setup  ## retrain phi4-nano from scratch into helpers/phi4-nano (1.5-2 hours on 2 cores)
-	$(PY) -m helpers.nano_train
+nano-train: setup  ## retrain phi4-nano from scratch into helpers/data/phi4-nano (about 95 minutes on 2 cores)
+	$(VENV)/bin/phi4-nano-train
 
 engine:  ## a Docker engine + offline base image for the docker tests (installs them as root on Debian)
 	bash compose/engine/setup-local-engine.sh

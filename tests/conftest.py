@@ -1,18 +1,14 @@
 """Shared fixtures; docker/gpu/browser tests skip themselves where the machine has none."""
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from helpers import environment  # noqa: E402
+from helpers.system import machine
 
 
 def pytest_collection_modifyitems(config, items):
-    docker_version, _, docker_error = environment.docker_status(timeout=3)
-    gpus = environment.nvidia_gpus()
+    docker_version, _, docker_error = machine.docker_status(timeout=3)
+    gpus = machine.nvidia_gpus()
     for item in items:
         if "docker" in item.keywords and not docker_version:
             item.add_marker(pytest.mark.skip(reason=f"no Docker daemon answers ({docker_error})"))
@@ -25,7 +21,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def nano():
     """(model, tokenizer, folder) of the committed phi4-nano."""
-    from helpers import phi4_nano
+    from helpers.nano import phi4_nano
     return phi4_nano.load()
 
 
@@ -38,16 +34,17 @@ def nano_card(nano):
 @pytest.fixture(scope="session")
 def onnx_folder(nano_card):
     """phi4-nano converted to every ONNX variant (cached)."""
-    from helpers import onnx_convert
+    from helpers.models import onnx_convert
     return onnx_convert.converted(nano_card, progress=False)
 
 
 @pytest.fixture(scope="session")
 def engine_server(nano_card, onnx_folder):
     """The SLM Engine as a local process serving phi4-nano's genai-fp32 build."""
-    from helpers import backends, deploy
+    from helpers import backends
+    from helpers.deploy import runtimes
     spec = backends.get("onnx-engine").spec(nano_card, "local", model_path=onnx_folder / "genai-fp32")
-    with deploy.LocalRuntime().start(spec, timeout=60, progress=False) as server:
+    with runtimes.LocalRuntime().start(spec, timeout=60, progress=False) as server:
         yield server
 
 

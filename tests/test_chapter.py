@@ -1,14 +1,16 @@
 """A notebook's start: runtime and model from its parameters or notebook 00's saved choice; hard and soft checks."""
 import pytest
 
-from helpers import chapter, environment, models
-from helpers.summary import CheckFailed, Summary, hard_failures
+from helpers import models
+from helpers.system import machine
+from helpers.workbook import chapter
+from helpers.workbook.summary import CheckFailed, Summary, hard_failures
 
 
 def _env(**overrides):
     base = dict(python="3.11.7", platform="Linux", cpus=2, ram_gb=24.0, ram_available_gb=20.0, disk_free_gb=80.0,
                 cpu_flags=["avx2"], docker=None, docker_error="no socket", nvidia_runtime=False, gpus=[])
-    return environment.Environment(**{**base, **overrides})
+    return machine.Environment(**{**base, **overrides})
 
 
 def test_notebook_00s_choice_is_used_unless_a_notebook_is_told_otherwise(tmp_path):
@@ -28,16 +30,17 @@ def _lab(tmp_path, key):
 def test_grades_are_hard_for_known_answers_and_scores_otherwise(tmp_path):
     nano = _lab(tmp_path, "phi4-nano")
     with pytest.raises(CheckFailed):
-        nano.grade("sum", False, "41")
+        nano.grade("sum", "the sum is right", False, "41")
     real = _lab(tmp_path / "real", "qwen2.5-coder-0.5b")
-    assert not real.grade("sum", False, "41, I think")
-    real.check("server healthy", True)
+    assert not real.grade("sum", "the sum is right", False, "41, I think")
+    real.check("healthy", "server healthy", True)
     data = real.summary.data
-    assert data["checks"]["sum"] == {"ok": False, "detail": "", "answer": "41, I think", "soft": True}
+    assert data["checks"]["sum"] == {"ok": False, "detail": "", "text": "the sum is right", "answer": "41, I think",
+                                     "soft": True}
     assert hard_failures(data) == {}
     with pytest.raises(CheckFailed):
-        real.check("bad requests are 4xx", False)
-    assert list(hard_failures(real.summary.data)) == ["bad requests are 4xx"]
+        real.check("bad-requests", "bad requests are 4xx", False)
+    assert list(hard_failures(real.summary.data)) == ["bad-requests"]
 
 
 def test_skipped_work_is_recorded_with_its_reason(tmp_path):

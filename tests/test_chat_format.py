@@ -1,7 +1,7 @@
 import pytest
 
-from helpers import chat_format
-from helpers.curriculum import CIRCLE_TOOL
+from helpers.formats import chat_format
+from helpers.tasks.curriculum import CIRCLE_TOOL
 
 
 def test_templates_that_read_tools_from_the_system_message_are_recognised():

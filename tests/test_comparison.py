@@ -3,16 +3,20 @@ import json
 
 import pytest
 
-from helpers import comparison, curriculum, dashboard, models, report, serving_bench, task_suite
+from helpers import backends, clients, models
+from helpers.clients import ollama_api, openai_api
+from helpers.measure import comparison, report, serving_bench, task_suite
+from helpers.tasks import curriculum
+from helpers.workbook import dashboard
 
 
 def test_messages_convert_for_each_api():
     task = next(t for t in curriculum.heldout_set(3) if t.family == "tool_result")
-    openai = task_suite.openai_messages(task.messages)
+    openai = openai_api.messages(task.messages)
     call = next(m for m in openai if m.get("tool_calls"))["tool_calls"][0]
     assert isinstance(call["function"]["arguments"], str) and call["id"]
     assert openai[-1]["role"] == "tool" and openai[-1]["tool_call_id"] == call["id"]
-    ollama = task_suite.ollama_messages(openai)
+    ollama = ollama_api.messages(openai)
     assert isinstance(next(m for m in ollama if m.get("tool_calls"))["tool_calls"][0]["function"]["arguments"], dict)
 
 
@@ -38,8 +42,9 @@ def test_suite_grades_answers_in_native_form():
 def test_a_real_models_suite_is_the_cards_share():
     tasks = task_suite.suite(models.get("qwen2.5-coder-0.5b"))
     assert len(tasks) == 6 + 2 and {t.key for t in tasks if t.family == "seed"} == {"seed|tool", "seed|tool-result"}
-    assert task_suite.client_for("ollama", "http://x", models.get("phi4-nano")).__class__ is task_suite.OllamaBackend
-    assert task_suite.client_for("vllm", "http://x", models.get("phi4-nano")).__class__ is task_suite.OpenAIBackend
+    nano = models.get("phi4-nano")
+    assert task_suite.Served(backends.get("ollama").client("http://x", nano), nano).client.__class__ is ollama_api.Client
+    assert task_suite.Served(backends.get("vllm").client("http://x", nano), nano).client.__class__ is openai_api.Client
 
 
 def test_percentiles_and_summary():
@@ -89,8 +94,8 @@ def test_report_writes_markdown_and_html_with_figures(tmp_path):
 
 def test_dashboard_races_every_backend_concurrently_and_builds_its_widget():
     with serving_bench.trivial_server(tokens=8) as url:
-        endpoints = {"a": dashboard.Endpoint("openai", url, "m"), "b": dashboard.Endpoint("openai", url, "m")}
-        dash = dashboard.Dashboard(endpoints, models.get("phi4-nano"), count_tokens=lambda text: len(text.split()))
+        columns = {"a": clients.connect("openai", url, "m"), "b": clients.connect("openai", url, "m")}
+        dash = dashboard.Dashboard(columns, models.get("phi4-nano"), count_tokens=lambda text: len(text.split()))
         updates = []
         rows = dash.race("hi", concurrency=3, on_update=lambda name, row: updates.append((name, row["tokens"])))
         assert [(r["backend"], r["tokens"], r["error"]) for r in rows] == [("a", 24, ""), ("b", 24, "")]
@@ -101,9 +106,8 @@ def test_dashboard_races_every_backend_concurrently_and_builds_its_widget():
 
 def test_a_failing_backend_shows_its_error_in_its_own_column():
     with serving_bench.trivial_server(tokens=8) as url:
-        endpoints = {"up": dashboard.Endpoint("openai", url, "m"),
-                     "down": dashboard.Endpoint("openai", "http://127.0.0.1:9", "m")}
-        dash = dashboard.Dashboard(endpoints, models.get("phi4-nano"), count_tokens=lambda text: len(text.split()))
+        columns = {"up": clients.connect("openai", url, "m"), "down": clients.connect("openai", "http://127.0.0.1:9", "m")}
+        dash = dashboard.Dashboard(columns, models.get("phi4-nano"), count_tokens=lambda text: len(text.split()))
         up, down = dash.race("hi")
         assert up["tokens"] == 8 and not up["error"]
         assert down["tokens"] == 0 and "Connection" in down["error"]

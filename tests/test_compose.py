@@ -1,28 +1,29 @@
 """compose/: every file validates and passes the lint; the lint catches the seed's flaws; k8s renders clean."""
 import pytest
 
-from helpers import compose_check, k8s, metrics
-from helpers.paths import REPO
+from helpers.deploy import compose_lint, k8s
+from helpers.formats import prometheus
+from helpers.system.paths import REPO
 
 
-@pytest.mark.parametrize("path", compose_check.COMPOSE_FILES, ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("path", compose_lint.COMPOSE_FILES, ids=lambda p: p.parent.name)
 def test_compose_file_is_valid(path):
-    valid, detail = compose_check.validate(path)
+    valid, detail = compose_lint.validate(path)
     assert valid, detail
 
 
-@pytest.mark.parametrize("path", compose_check.COMPOSE_FILES, ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("path", compose_lint.COMPOSE_FILES, ids=lambda p: p.parent.name)
 def test_compose_file_passes_the_security_lint(path):
-    assert compose_check.lint(path) == []
-    assert all(reason for reason in compose_check.waivers(path).values()), "a waiver needs its reason"
+    assert compose_lint.lint(path) == []
+    assert all(reason for reason in compose_lint.waivers(path).values()), "a waiver needs its reason"
 
 
 def test_every_stack_is_there():
-    assert {p.parent.name for p in compose_check.COMPOSE_FILES} == {"vllm", "ollama", "onnx-engine"}
+    assert {p.parent.name for p in compose_lint.COMPOSE_FILES} == {"vllm", "ollama", "onnx-engine"}
 
 
 def test_lint_catches_the_seeds_flaws():
-    rules = {f.rule for p in compose_check.SEED_COMPOSE_FILES for f in compose_check.lint(p)}
+    rules = {f.rule for p in compose_lint.SEED_COMPOSE_FILES for f in compose_lint.lint(p)}
     assert {"obsolete-version", "unpinned-image", "no-limits", "root-user", "no-curl", "no-healthcheck"} <= rules
 
 
@@ -32,21 +33,21 @@ def test_lint_catches_the_seeds_flaws():
     ({"user": "0"}, "root-user"), ({"image": "ollama/ollama:1", "healthcheck": {"test": ["CMD", "curl", "x"]}}, "no-curl"),
 ])
 def test_lint_rules(service, rule):
-    assert rule in {f.rule for f in compose_check.lint_config({"services": {"s": service}})}
+    assert rule in {f.rule for f in compose_lint.lint_config({"services": {"s": service}})}
 
 
 def test_waivers_silence_a_rule_and_jobs_need_no_healthcheck():
     job = {"image": "x:1", "restart": "no", "user": "1000", "read_only": True, "cap_drop": ["ALL"],
            "deploy": {"resources": {"limits": {"cpus": "1", "memory": "1g"}}}}
-    assert compose_check.lint_config({"services": {"job": job}}) == []
+    assert compose_lint.lint_config({"services": {"job": job}}) == []
     rooted = {**job, "user": "root"}
-    assert compose_check.lint_config({"x-lint-waivers": {"root-user": "why"}, "services": {"s": rooted}}) == []
+    assert compose_lint.lint_config({"x-lint-waivers": {"root-user": "why"}, "services": {"s": rooted}}) == []
 
 
 def test_k8s_manifests_render_and_pass_their_checks():
     from helpers import models
 
-    docs = k8s.render(k8s.values_for(models.get("phi-4-mini"), 3))
+    docs = k8s.render(k8s.values_for(models.get("phi-4-mini"), 3, "genai-int4"))
     container = docs[2]["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"]["limits"]["memory"] == "8Gi" and "phi4-mini" in container["args"]
     assert [d["kind"] for d in docs] == ["Namespace", "PersistentVolumeClaim", "Deployment", "Service",
@@ -62,7 +63,7 @@ def test_k8s_manifests_render_and_pass_their_checks():
 
 def test_prometheus_text_is_parsed():
     text = "# TYPE a counter\na_total 3\nb{x=\"1\"} 1.5\nb{x=\"2\"} 2\n"
-    assert metrics.parse(text) == {"a_total": 3.0, "b": 3.5}
+    assert prometheus.parse(text) == {"a_total": 3.0, "b": 3.5}
 
 
 def test_the_load_balancer_is_haproxy_configured_for_http_health_and_streaming():
@@ -72,12 +73,12 @@ def test_the_load_balancer_is_haproxy_configured_for_http_health_and_streaming()
                  "timeout check 10s"):  # a replica busy on one core answers /health late
         assert line in cfg, line
     assert not list((REPO / "compose" / "lb").glob("*.py")), "no project-written balancer"
-    lb = compose_check.yaml.safe_load((REPO / "compose" / "onnx-engine" / "compose.yaml").read_text())["services"]["lb"]
+    lb = compose_lint.yaml.safe_load((REPO / "compose" / "onnx-engine" / "compose.yaml").read_text())["services"]["lb"]
     assert lb["image"] == "${LB_IMAGE:-haproxy:2.6.12}" and "haproxy.cfg" in lb["volumes"][0]
 
 
 def test_model_dependent_stack_values_come_from_the_environment():
-    services = compose_check.yaml.safe_load((REPO / "compose" / "onnx-engine" / "compose.yaml").read_text())["services"]
+    services = compose_lint.yaml.safe_load((REPO / "compose" / "onnx-engine" / "compose.yaml").read_text())["services"]
     engine = services["engine"]
     assert engine["deploy"]["resources"]["limits"]["memory"] == "${ENGINE_MEMORY:-8g}"
     assert "${SERVED_MODEL_NAME:-phi4-mini}" in engine["command"] and "${ENGINE_CONTEXT:-4096}" in engine["command"]
@@ -88,12 +89,12 @@ def test_model_dependent_stack_values_come_from_the_environment():
 
 
 def test_validation_is_skipped_not_failed_without_docker_compose(monkeypatch):
-    monkeypatch.setattr(compose_check.shutil, "which", lambda name: None)
-    valid, detail = compose_check.validate(compose_check.COMPOSE_FILES[0])
+    monkeypatch.setattr(compose_lint.shutil, "which", lambda name: None)
+    valid, detail = compose_lint.validate(compose_lint.COMPOSE_FILES[0])
     assert valid is None and "not installed" in detail
 
 
 def test_overview_has_a_clean_row_per_file():
-    rows = compose_check.overview()
-    assert [r["file"] for r in rows] == [str(p.relative_to(REPO)) for p in compose_check.COMPOSE_FILES]
+    rows = compose_lint.overview()
+    assert [r["file"] for r in rows] == [str(p.relative_to(REPO)) for p in compose_lint.COMPOSE_FILES]
     assert all(r["valid"] and r["lint findings"] == 0 for r in rows)

@@ -3,8 +3,8 @@ import json
 import random
 import re
 
-from helpers import curriculum, grading
-from helpers.tool_formats import parse_tool_calls
+from helpers.tasks import curriculum, grading
+from helpers.formats.tool_formats import parse_tool_calls
 
 
 def test_training_stream_never_yields_heldout_keys():

@@ -5,8 +5,9 @@ import time
 import pytest
 import requests
 
-from helpers import deploy
-from helpers.paths import REPO
+from helpers.deploy import runtimes
+from helpers.deploy.spec import BackendSpec, IMAGE_LABEL, LABEL
+from helpers.system.paths import REPO
 
 pytestmark = pytest.mark.docker
 BASE_IMAGE = os.environ.get("SLM_LAB_BASE_IMAGE", "slm-deploy-lab/base:bookworm")
@@ -14,7 +15,7 @@ BASE_IMAGE = os.environ.get("SLM_LAB_BASE_IMAGE", "slm-deploy-lab/base:bookworm"
 
 @pytest.fixture(scope="module")
 def runtime():
-    rt = deploy.DockerRuntime()
+    rt = runtimes.DockerRuntime()
     try:
         rt.client.images.get(BASE_IMAGE)
     except Exception:
@@ -32,13 +33,13 @@ def existing(runtime) -> set:
 
 
 def _spec(**overrides):
-    return deploy.BackendSpec(**{"name": "echo", "port": 8000, "build_context": REPO / "compose" / "echo-backend",
+    return BackendSpec(**{"name": "echo", "port": 8000, "build_context": REPO / "compose" / "echo-backend",
                                  "mem_limit": "256m", "cpus": 0.5, **overrides})
 
 
 def _labelled(rt) -> set:
     """Ids of the containers a DockerRuntime started (a learner's own deployments may be among them)."""
-    return {c.id for c in rt.client.containers.list(all=True, filters={"label": deploy.LABEL})}
+    return {c.id for c in rt.client.containers.list(all=True, filters={"label": LABEL})}
 
 
 def test_build_start_request_logs_stop(runtime, existing):
@@ -58,20 +59,20 @@ def test_build_start_request_logs_stop(runtime, existing):
 
 
 def test_exiting_container_fails_fast_and_is_removed(runtime, existing):
-    with pytest.raises(deploy.DeployError, match=r"(?s)exit code 3.*failing on purpose"):
+    with pytest.raises(runtimes.DeployError, match=r"(?s)exit code 3.*failing on purpose"):
         runtime.start(_spec(command=["--fail"]), timeout=60, progress=False)
     assert _labelled(runtime) <= existing
 
 
 def test_health_timeout_removes_the_container(runtime, existing):
-    with pytest.raises(deploy.DeployError, match="not healthy after 3 s"):
+    with pytest.raises(runtimes.DeployError, match="not healthy after 3 s"):
         runtime.start(_spec(health_path="/missing"), timeout=3, progress=False)
     assert _labelled(runtime) <= existing
 
 
 def test_cleanup_removes_strays(runtime):
     image = runtime.ensure_image(_spec(), progress=False)
-    stray = runtime.client.containers.run(image, detach=True, labels={deploy.LABEL: "1"})
+    stray = runtime.client.containers.run(image, detach=True, labels={LABEL: "1"})
     assert stray.name in runtime.cleanup() and not _labelled(runtime)
 
 
@@ -80,7 +81,7 @@ def test_containers_of_lab_images_are_not_the_runtimes(runtime, existing):
     image = runtime.ensure_image(_spec(), progress=False)
     other = runtime.client.containers.run(image, detach=True)
     try:
-        assert runtime.client.images.get(image).labels[deploy.IMAGE_LABEL] == "1"
+        assert runtime.client.images.get(image).labels[IMAGE_LABEL] == "1"
         assert other.id not in _labelled(runtime)
     finally:
         other.remove(force=True)
@@ -88,15 +89,17 @@ def test_containers_of_lab_images_are_not_the_runtimes(runtime, existing):
 
 @pytest.mark.slow
 def test_engine_image_serves_phi4_nano(runtime, existing, nano_card, onnx_folder):
-    """Built from a wheelhouse made for the image's Python (helpers/venvs.py), the model folder read-only."""
-    from helpers import backends, curriculum, openai_chat
+    """Built from a wheelhouse made for the image's Python (helpers/system/venvs.py), the model folder read-only."""
+    from helpers import backends
+    from helpers.clients import openai_api
+    from helpers.tasks import curriculum
 
     spec = backends.get("onnx-engine").spec(nano_card, "docker", model_path=onnx_folder / "genai-fp32")
     with runtime.start(spec, timeout=120, progress=False) as d:
         health = requests.get(d.base_url + "/health", timeout=5).json()
         assert health["ready"] and health["variant"] == "genai-fp32" and health["context_length"] == nano_card.context
-        client = openai_chat.client(d.base_url)
-        reply = openai_chat.chat(client, nano_card.served_name, [{"role": "user", "content": curriculum.SEED_TOOL_PROMPT}],
+        client = openai_api.client(d.base_url)
+        reply = openai_api.chat(client, nano_card.served_name, [{"role": "user", "content": curriculum.SEED_TOOL_PROMPT}],
                                  tools=[curriculum.CIRCLE_TOOL])
         assert [(c["name"], c["arguments"]) for c in reply.tool_calls] == [("calculate_circle_area", {"radius": 5})]
         d.handle.reload()
@@ -108,23 +111,23 @@ def test_engine_image_serves_phi4_nano(runtime, existing, nano_card, onnx_folder
 def test_haproxy_standin_accepts_the_stacks_config(runtime):
     """HAProxy itself (the stand-in image: Debian's package) validates compose/lb/haproxy.cfg."""
     image = runtime.build("haproxy-standin", None, None, None, progress=False, context=REPO / "compose" / "lb",
-                          labels={f"{deploy.LABEL}.standin-for": "haproxy:2.6.12"})
+                          labels={f"{LABEL}.standin-for": "haproxy:2.6.12"})
     out = runtime.client.containers.run(image, entrypoint=["haproxy", "-c", "-f", "/cfg/haproxy.cfg"], remove=True,
                                         volumes={str(REPO / "compose" / "lb"): {"bind": "/cfg", "mode": "ro"}})
     assert b"Configuration file is valid" in out
-    assert runtime.client.images.get(image).labels[f"{deploy.LABEL}.standin-for"] == "haproxy:2.6.12"
+    assert runtime.client.images.get(image).labels[f"{LABEL}.standin-for"] == "haproxy:2.6.12"
 
 
 def test_failed_notebook_leaves_no_container(runtime, existing, tmp_path):
     from conftest import small_notebook
 
-    from helpers import workbook
+    from helpers.workbook import runner
 
     path = small_notebook(tmp_path / "00_container.ipynb", "runtime = 'docker'\nsummary_dir = None",
-                          "from helpers import deploy\nfrom helpers.paths import REPO\n"
-                          "spec = deploy.BackendSpec('echo', 8000, build_context=REPO / 'compose' / 'echo-backend')\n"
-                          "d = deploy.DockerRuntime(registry=False).start(spec, timeout=60, progress=False)",
+                          "from helpers.deploy import runtimes\nfrom helpers.deploy.spec import BackendSpec\nfrom helpers.system.paths import REPO\n"
+                          "spec = BackendSpec('echo', 8000, build_context=REPO / 'compose' / 'echo-backend')\n"
+                          "d = runtimes.DockerRuntime(registry=False).start(spec, timeout=60, progress=False)",
                           "raise RuntimeError('a learner broke this cell')")
-    with pytest.raises(workbook.NotebookFailed, match="a learner broke this cell"):
-        workbook.run_notebook(path, tmp_path / "out")
+    with pytest.raises(runner.NotebookFailed, match="a learner broke this cell"):
+        runner.run_notebook(path, tmp_path / "out")
     assert _labelled(runtime) <= existing, "the backend's container outlived its kernel"

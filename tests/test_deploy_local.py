@@ -7,7 +7,9 @@ import time
 import pytest
 import requests
 
-from helpers import deploy, workbook
+from helpers.deploy import runtimes
+from helpers.deploy.spec import BackendSpec
+from helpers.workbook import runner
 
 HTTP_SERVER = [sys.executable, "-m", "http.server", "{port}", "--bind", "127.0.0.1"]
 
@@ -27,13 +29,13 @@ def _gone(pid, within=10.0):
 
 @pytest.fixture
 def runtime(tmp_path):
-    rt = deploy.LocalRuntime(state_dir=tmp_path)
+    rt = runtimes.LocalRuntime(state_dir=tmp_path)
     yield rt
     rt.stop_all()
 
 
 def test_start_request_logs_stop(runtime):
-    spec = deploy.BackendSpec("static", port=0, local_command=HTTP_SERVER, health_path="/")
+    spec = BackendSpec("static", port=0, local_command=HTTP_SERVER, health_path="/")
     with runtime.start(spec, timeout=30) as d:
         assert requests.get(d.base_url + "/", timeout=5).ok
         assert "GET / HTTP" in d.logs()
@@ -43,16 +45,16 @@ def test_start_request_logs_stop(runtime):
 
 
 def test_exit_fails_fast_with_log_lines(runtime):
-    spec = deploy.BackendSpec("crash", port=0, local_command=[sys.executable, "-c", "print('boom'); raise SystemExit(3)"])
+    spec = BackendSpec("crash", port=0, local_command=[sys.executable, "-c", "print('boom'); raise SystemExit(3)"])
     start = time.monotonic()
-    with pytest.raises(deploy.DeployError, match=r"(?s)exit code 3.*boom"):
+    with pytest.raises(runtimes.DeployError, match=r"(?s)exit code 3.*boom"):
         runtime.start(spec, timeout=60)
     assert time.monotonic() - start < 20, "did not fail fast"
 
 
 def test_timeout_kills_the_process(runtime):
-    spec = deploy.BackendSpec("mute", port=0, local_command=[sys.executable, "-c", "import time; time.sleep(600)"])
-    with pytest.raises(deploy.DeployError, match="not healthy after 2 s"):
+    spec = BackendSpec("mute", port=0, local_command=[sys.executable, "-c", "import time; time.sleep(600)"])
+    with pytest.raises(runtimes.DeployError, match="not healthy after 2 s"):
         runtime.start(spec, timeout=2)
     assert not runtime._running
     assert not list(runtime.state_dir.glob("*.json"))
@@ -62,10 +64,10 @@ def test_cleanup_kills_strays_of_earlier_kernels(tmp_path):
     argv = [sys.executable, "-c", "import time; time.sleep(600)", "stray"]
     stray = subprocess.Popen(argv, start_new_session=True)
     deadline = time.monotonic() + 10
-    while not deploy._same_process(stray.pid, argv) and time.monotonic() < deadline:
+    while not runtimes._same_process(stray.pid, argv) and time.monotonic() < deadline:
         time.sleep(0.05)  # until the child has exec'd (before that it shows the parent's cmdline)
     (tmp_path / f"{stray.pid}.json").write_text(f'{{"pid": {stray.pid}, "argv": {__import__("json").dumps(argv)}}}')
-    assert deploy.LocalRuntime(state_dir=tmp_path).cleanup() == [stray.pid]
+    assert runtimes.LocalRuntime(state_dir=tmp_path).cleanup() == [stray.pid]
     stray.wait(timeout=10)
 
 
@@ -73,12 +75,12 @@ def test_failed_notebook_leaves_no_orphan_process(tmp_path):
     from conftest import small_notebook
 
     path = small_notebook(tmp_path / "00_orphan.ipynb", "runtime = 'local'\nsummary_dir = None",
-                          "import sys\nfrom helpers import deploy\nfrom helpers.summary import Summary\n"
+                          "from helpers.deploy import runtimes\nfrom helpers.deploy.spec import BackendSpec\nfrom helpers.workbook.summary import Summary\n"
                           "s = Summary('00_orphan', summary_dir)\n"
-                          f"spec = deploy.BackendSpec('static', 0, local_command={HTTP_SERVER!r}, health_path='/')\n"
-                          "d = deploy.LocalRuntime().start(spec, timeout=30)\ns.record('pid', d.handle.pid)",
+                          f"spec = BackendSpec('static', 0, local_command={HTTP_SERVER!r}, health_path='/')\n"
+                          "d = runtimes.LocalRuntime().start(spec, timeout=30)\ns.record('pid', d.handle.pid)",
                           "raise RuntimeError('a learner broke this cell')")
-    with pytest.raises(workbook.NotebookFailed, match="a learner broke this cell"):
-        workbook.run_notebook(path, tmp_path / "out")
+    with pytest.raises(runner.NotebookFailed, match="a learner broke this cell"):
+        runner.run_notebook(path, tmp_path / "out")
     pid = __import__("json").loads((tmp_path / "out" / "00_orphan.summary.json").read_text())["values"]["pid"]
     assert _gone(pid), f"backend process {pid} outlived its kernel"

@@ -1,7 +1,7 @@
 import pytest
 
-from helpers import grading
-from helpers.curriculum import CIRCLE_TOOL
+from helpers.tasks import grading
+from helpers.tasks.curriculum import CIRCLE_TOOL
 
 
 @pytest.mark.parametrize("text,expected", [("17 + 25 = 42. The answer is 42.", 42), ("about 1,200.5 km", 1200.5),

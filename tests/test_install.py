@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from helpers.paths import REPO
+from helpers.system.paths import REPO
 
 
 @pytest.mark.slow

@@ -8,46 +8,33 @@ import json
 
 import pytest
 
-from helpers import workbook
-from helpers.summary import hard_failures
+from helpers import backends
+from helpers.workbook import runner
+from helpers.workbook.summary import hard_failures
 
-NOTEBOOKS = workbook.discover(workbook.NOTEBOOKS)
-LABS = workbook.discover(workbook.LABS)
+NOTEBOOKS = runner.discover(runner.NOTEBOOKS)
+LABS = runner.discover(runner.LABS)
 BY_STEM = {p.stem: p for p in NOTEBOOKS + LABS}
 NANO, QWEN = "phi4-nano", "qwen2.5-coder-0.5b"
-# What each notebook must have verified, beyond finishing: summary check names (any model).
+# What each notebook must have verified, beyond finishing: the ids of its summary's checks (any model).
 REQUIRED_CHECKS = {
-    "00_setup": ["greedy decoding is deterministic", "the seed's tool prompt yields calculate_circle_area(radius=5)"],
-    "01_vllm": ["server lists the served model", "the server parsed what the model wrote",
-                "tool calls are valid against their schema", "final answer uses the tool's result",
-                "streamed text equals the non-streamed answer", "bad requests are 4xx, not 5xx"],
-    "02_ollama": ["model pulled", "the server parsed what the model wrote", "both variants created",
-                  "streamed text equals the non-streamed answer",
-                  "each variant runs with its stored SYSTEM and PARAMETERs",
-                  "each variant's SYSTEM reaches the model: its prompt is the by-hand one, and the two prompts differ",
-                  "OpenAI endpoint returns the same tool calls",
-                  "errors are Ollama's: 404 for an unknown model, 500 for a bad option type"],
-    "03_onnx_conversion": ["every variant folder carries its tokenizer and chat template",
-                           "genai-fp32 gives PyTorch's greedy tokens"],
-    "04_onnx_engine": ["engine is ready and serves the card's variant", "the server parsed what the model wrote",
-                       "a streamed tool request returns the same tool calls", "/reasoning answers every example with usage",
-                       "bad requests are 4xx, not 5xx"],
-    "05_comparison": ["every benchmark request succeeded", "report exported", "the dashboard's race reaches every backend",
-                      "onnx-engine gives transformers' greedy answers on at least 95 % of the suite",
-                      "vllm gives transformers' greedy answers on at least 95 % of the suite"],
-    "06_production": ["every compose file passes the security lint", "the lint catches the seed's flaws",
-                      "the Kubernetes manifests pass their checks"],
+    "00_setup": ["greedy-deterministic", "seed-tool-call"],
+    "01_vllm": ["served-model", "tool-call-parsed", "tool-call-schema", "tool-result-answer", "streamed-equals",
+                "bad-requests-4xx"],
+    "02_ollama": ["model-pulled", "tool-call-parsed", "variants-created", "streamed-equals", "variants-stored",
+                  "variants-system", "openai-endpoint-tool-calls", "ollama-errors"],
+    "03_onnx_conversion": ["variant-folders", "genai-fp32-parity"],
+    "04_onnx_engine": ["engine-ready", "tool-call-parsed", "streamed-tool-calls", "reasoning-usage", "bad-requests-4xx"],
+    "05_comparison": ["benchmark-ok", "report-exported", "dashboard-race", "suite-agreement:onnx-engine",
+                      "suite-agreement:vllm"],
+    "06_production": ["compose-lint", "lint-catches-seed", "k8s-manifests"],
 }
 MODEL_CHECKS = {
-    (NANO, "03_onnx_conversion"): ["the optimum export diverges past the longrope switch point",
-                                   "the genai build follows PyTorch past it"],
-    (NANO, "05_comparison"): ["no backend scores lower than transformers",
-                              "ollama gives transformers' greedy answers on at least 95 % of the suite"],
-    (NANO, "06_production"): ["the engine runs read-only, non-root, with the card's limits", "no request failed",
-                              "HAProxy sent requests to every replica", "every replica served requests",
-                              "vLLM's /metrics counts the generated tokens", "nothing of the stack is left"],
+    (NANO, "03_onnx_conversion"): ["longrope-optimum-diverges", "longrope-genai-follows"],
+    (NANO, "05_comparison"): ["no-lower-score", "suite-agreement:ollama"],
+    (NANO, "06_production"): ["engine-hardened", "no-request-failed", "lb-every-replica", "replicas-served", "vllm-metrics",
+                              "stack-removed"],
 }
-
 
 def _case(stem, model, runtime="local", marks=(), **extra):
     return pytest.param(BY_STEM[stem], {"runtime": runtime, "model": model, **extra}, marks=[pytest.mark.slow, *marks],
@@ -81,7 +68,7 @@ def test_takes_runtime_and_model_as_parameters(path):
 
 
 def _executed(path, params, tmp_path):
-    summary = workbook.run_notebook(path, tmp_path, params, timeout=1800)
+    summary = runner.run_notebook(path, tmp_path, params, timeout=1800)
     assert summary["complete"], "the notebook stopped before its last cell"
     assert not hard_failures(summary)
     assert summary["parameters"]["model"] == params["model"] and summary["parameters"]["runtime"] == params["runtime"]
@@ -93,16 +80,16 @@ def test_notebook_executes(path, params, tmp_path, nano):
     summary = _executed(path, params, tmp_path)
     required = REQUIRED_CHECKS.get(path.stem, []) + MODEL_CHECKS.get((params["model"], path.stem), [])
     if params["model"] != NANO and path.stem == "05_comparison":  # llama.cpp runs the 4-bit GGUF: measured, not asserted
-        required = [c for c in required if not c.startswith("ollama gives")]
+        required = [c for c in required if c != "suite-agreement:ollama"]
     missing = set(required) - set(summary["checks"])
     assert not missing, f"checks not run: {missing}"
     values = summary["values"]
     if path.stem in ("01_vllm", "02_ollama", "04_onnx_engine"):  # raw text beside the parsed calls
         assert {"raw", "parsed", "format_written"} <= set(values["tool_call"])
     if path.stem == "05_comparison":  # every backend's answers, scores, tool calls and speed
-        assert set(values["answers"]) == {"transformers", "vllm", "ollama", "onnx-engine"}
+        assert set(values["answers"]) == {"transformers", *backends.BACKENDS}
         assert all({"answer", "ok", "tool_calls"} <= set(row) for rows in values["answers"].values() for row in rows)
-        assert set(values["benchmark"]) == {"vllm", "ollama", "onnx-engine"}
+        assert set(values["benchmark"]) == set(backends.BACKENDS)
 
 
 @pytest.mark.slow
@@ -129,7 +116,7 @@ def test_lab_passes_with_its_solution(path, params, tmp_path, nano):
 @pytest.mark.slow
 @pytest.mark.parametrize("path", LABS, ids=lambda p: p.name)
 def test_lab_without_solution_fails_its_checks_helpfully(path, tmp_path, nano):
-    summary = workbook.run_notebook(path, tmp_path, {"runtime": "local", "model": NANO, "use_solution": False},
+    summary = runner.run_notebook(path, tmp_path, {"runtime": "local", "model": NANO, "use_solution": False},
                                     timeout=1200)
     assert summary["complete"], "an unfinished lab must run to its checklist, not crash"
     open_goals = [c for c in summary["checks"].values() if not c["ok"]]

@@ -1,4 +1,4 @@
-"""The Ollama-API stand-in (helpers/ollama_standin.py), driven through the official ``ollama`` client.
+"""The Ollama-API stand-in (helpers/servers/ollama_standin/), driven through the official ``ollama`` client.
 
 Response shapes are checked against examples from Ollama's API documentation
 (tests/fixtures/ollama_api_examples.json).
@@ -9,7 +9,12 @@ from pathlib import Path
 import ollama
 import pytest
 
-from helpers import backends, chat_format, curriculum, deploy, grading, models, ollama_lab, openai_chat, phi4_nano
+from helpers import backends, models
+from helpers.clients import ollama_api, openai_api
+from helpers.deploy import runtimes
+from helpers.formats import chat_format
+from helpers.nano import evaluation
+from helpers.tasks import curriculum, grading
 
 pytestmark = pytest.mark.slow
 DOCS = json.loads((Path(__file__).parent / "fixtures" / "ollama_api_examples.json").read_text())
@@ -22,17 +27,17 @@ TOOL = [{"role": "user", "content": curriculum.SEED_TOOL_PROMPT}]
 
 @pytest.fixture(scope="module")
 def server(nano_card, tmp_path_factory):
-    spec = backends.get("ollama").spec(nano_card, "local", model_path=ollama_lab.local_library(nano_card, progress=False))
+    spec = backends.get("ollama").spec(nano_card, "local", model_path=backends.get("ollama").prepare(nano_card, "local", progress=False))
     command = spec.local_command
     command[command.index("--models") + 1] = str(tmp_path_factory.mktemp("ollama-models"))  # a store of its own
-    with deploy.LocalRuntime().start(spec, timeout=60, progress=False) as running:
+    with runtimes.LocalRuntime().start(spec, timeout=60, progress=False) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
 def client(server):
     cl = ollama.Client(host=server.base_url, timeout=60)
-    statuses = ollama_lab.pull(cl, NAME, progress=False)
+    statuses = ollama_api.pull(cl, NAME, progress=False)
     assert statuses[0] == "pulling manifest" and statuses[-3:] == ["verifying sha256 digest", "writing manifest", "success"]
     return cl
 
@@ -85,7 +90,7 @@ def test_list_show_and_ps_match_the_documented_shapes(client):
 
 def test_generate_and_chat_answer_as_pytorch_does(client, nano):
     model, tokenizer, _ = nano
-    expected = chat_format.strip_special(phi4_nano.chat(model, tokenizer, TRAIN))
+    expected = chat_format.strip_special(evaluation.chat(model, tokenizer, TRAIN))
     generated = client.generate(model=NAME, system=TRAIN[0]["content"], prompt=TRAIN[1]["content"], options=GREEDY)
     assert generated.response == expected and generated.done_reason == "stop"
     assert_shape(raw(client, "/api/generate", {"model": NAME, "prompt": "hi", "stream": False}), DOCS["generate_final"])
@@ -112,7 +117,7 @@ def test_tool_call_arguments_are_objects_then_the_result_is_used(client):
                                            "options": GREEDY, "stream": False}), DOCS["chat_tools"])
     assert [(c.function.name, dict(c.function.arguments)) for c in reply.message.tool_calls] == \
         [("calculate_circle_area", {"radius": 5})]
-    final = client.chat(model=NAME, messages=ollama_lab.tool_result_messages(TOOL, reply, [{"area": 78.54}]),
+    final = client.chat(model=NAME, messages=ollama_api.tool_result_messages(TOOL, reply, [{"area": 78.54}]),
                         tools=[curriculum.CIRCLE_TOOL], options=GREEDY)
     assert final.message.content == "The area of the circle is 78.54."
     streamed = list(client.chat(model=NAME, messages=TOOL, tools=[curriculum.CIRCLE_TOOL], options=GREEDY, stream=True))
@@ -120,7 +125,7 @@ def test_tool_call_arguments_are_objects_then_the_result_is_used(client):
 
 
 def test_create_applies_system_and_parameters_then_copy_and_delete(client):
-    spec = ollama_lab.variants(models.get(NAME))["phi4-nano-coder"]
+    spec = backends.get("ollama").variants(models.get(NAME))["phi4-nano-coder"]
     statuses = [s.status for s in client.create(model="coder-test", from_=NAME, system=spec["system"],
                                                  parameters=spec["parameters"], stream=True)]
     assert statuses[-2:] == DOCS["create_final_statuses"]
@@ -191,11 +196,11 @@ def test_malformed_json_and_unknown_options(client, server):
 
 
 def test_openai_compatible_endpoint(server, client):
-    cl = openai_chat.client(server.base_url)
+    cl = openai_api.client(server.base_url)
     assert MODEL in [m.id for m in cl.models.list().data]
-    reply = openai_chat.chat(cl, NAME, TRAIN)
+    reply = openai_api.chat(cl, NAME, TRAIN)
     assert grading.grade_math(reply.content, 2.4)
-    call = openai_chat.chat(cl, NAME, TOOL, tools=[curriculum.CIRCLE_TOOL])
+    call = openai_api.chat(cl, NAME, TOOL, tools=[curriculum.CIRCLE_TOOL])
     assert call.finish_reason == "tool_calls" and call.tool_calls[0]["arguments"] == {"radius": 5}
-    assert openai_chat.stream(cl, NAME, TRAIN)["text"] == reply.content
-    assert openai_chat.expect_error(lambda: cl.chat.completions.create(model="nope", messages=TRAIN))["status"] == 404
+    assert openai_api.stream(cl, NAME, TRAIN)["text"] == reply.content
+    assert openai_api.expect_error(lambda: cl.chat.completions.create(model="nope", messages=TRAIN))["status"] == 404

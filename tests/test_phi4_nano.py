@@ -3,8 +3,11 @@ import json
 
 import pytest
 
-from helpers import chat_format, curriculum, environment, nano_train, phi4_nano
-from helpers.tool_formats import parse_tool_calls
+from helpers.formats import chat_format
+from helpers.nano import evaluation, phi4_nano, training
+from helpers.system import cpus as cpus_module
+from helpers.tasks import curriculum
+from helpers.formats.tool_formats import parse_tool_calls
 
 
 def test_architecture_is_phi4_mini_family_at_toy_widths(nano):
@@ -35,7 +38,7 @@ def test_worked_sums_fit_the_answer_budget(nano):
     answers = [curriculum.worked_answer(a, b, op)[0]
                for a in range(100) for b in range(100) for op in "+-"[:1 + (a >= b)]]
     longest = max(len(ids) for ids in tokenizer(answers, add_special_tokens=False)["input_ids"]) + 1
-    assert longest <= phi4_nano.MAX_NEW_TOKENS["default"]
+    assert longest <= evaluation.MAX_NEW_TOKENS["default"]
 
 
 def test_saved_folder_is_servable(nano):
@@ -45,7 +48,7 @@ def test_saved_folder_is_servable(nano):
         assert (folder / name).exists(), name
     assert json.loads((folder / "tokenizer_config.json").read_text())["tokenizer_class"] == "GPT2Tokenizer"
     eos = json.loads((folder / "generation_config.json").read_text())["eos_token_id"]
-    assert eos == phi4_nano.stop_token_ids(nano[1])
+    assert eos == evaluation.stop_token_ids(nano[1])
 
 
 def test_committed_weights_belong_to_the_current_recipe():
@@ -53,7 +56,7 @@ def test_committed_weights_belong_to_the_current_recipe():
 
 
 def test_a_changed_recipe_refuses_the_committed_weights(monkeypatch):
-    monkeypatch.setitem(nano_train.RECIPE, "train", {**nano_train.RECIPE["train"], "steps": 1})
+    monkeypatch.setitem(training.RECIPE, "train", {**training.RECIPE["train"], "steps": 1})
     with pytest.raises(phi4_nano.RecipeMismatch, match="run `make nano-train`"):
         phi4_nano.model_dir()
 
@@ -61,7 +64,7 @@ def test_a_changed_recipe_refuses_the_committed_weights(monkeypatch):
 def test_heldout_accuracy_is_the_recorded_one(nano):
     model, tokenizer, folder = nano
     recorded = phi4_nano.report(folder)["accuracy"]
-    measured = phi4_nano.evaluate(model, tokenizer, nano_train.RECIPE["eval"]["per_family"], progress=False)
+    measured = evaluation.evaluate(model, tokenizer, training.RECIPE["eval"]["per_family"], progress=False)
     assert {f: r["accuracy"] for f, r in measured.items()} == {f: r["accuracy"] for f, r in recorded.items()}
 
 
@@ -73,10 +76,10 @@ def test_the_recipe_reproduces_the_start_of_the_committed_run(nano, monkeypatch)
     import torch.nn.functional as F
     from transformers import Phi3ForCausalLM
 
-    tokenizer = nano_train.train_tokenizer(**nano_train.RECIPE["tokenizer"])
+    tokenizer = training.train_tokenizer(**training.RECIPE["tokenizer"])
     assert tokenizer.get_vocab() == nano[1].get_vocab()
-    torch.manual_seed(nano_train.RECIPE["train"]["seed"])
-    model = Phi3ForCausalLM(nano_train.make_config(tokenizer))
+    torch.manual_seed(training.RECIPE["train"]["seed"])
+    model = Phi3ForCausalLM(training.make_config(tokenizer))
     losses, cross_entropy = [], F.cross_entropy
 
     def recorded(*args, **kwargs):
@@ -94,7 +97,7 @@ def test_the_recipe_reproduces_the_start_of_the_committed_run(nano, monkeypatch)
     monkeypatch.setattr(F, "cross_entropy", recorded)
     try:
         with pytest.raises(Enough):
-            nano_train.train(model, tokenizer, on_step=stop_after_ten, progress=False, **nano_train.RECIPE["train"])
+            training.train(model, tokenizer, on_step=stop_after_ten, progress=False, **training.RECIPE["train"])
     finally:
         torch.set_flush_denormal(False)  # train() turns it off only when it runs to the end
     assert losses == pytest.approx(phi4_nano.report(nano[2])["loss_first"], abs=2e-3)
@@ -103,10 +106,10 @@ def test_the_recipe_reproduces_the_start_of_the_committed_run(nano, monkeypatch)
 @pytest.mark.slow
 def test_the_recipe_trains_a_servable_folder(tmp_path, monkeypatch):
     """The training path end to end at a few steps (make nano-train runs the full recipe)."""
-    monkeypatch.setitem(nano_train.RECIPE, "train", {**nano_train.RECIPE["train"], "steps": 4, "warmup": 2})
-    monkeypatch.setitem(nano_train.RECIPE, "eval", {"per_family": 1, "every": 2})
-    rep = nano_train.build(tmp_path, progress=False)
-    assert rep["key"] == nano_train.recipe_key() != phi4_nano.report(phi4_nano.SHIPPED)["key"]
+    monkeypatch.setitem(training.RECIPE, "train", {**training.RECIPE["train"], "steps": 4, "warmup": 2})
+    monkeypatch.setitem(training.RECIPE, "eval", {"per_family": 1, "every": 2})
+    rep = training.build(tmp_path, progress=False)
+    assert rep["key"] == training.recipe_key() != phi4_nano.report(phi4_nano.SHIPPED)["key"]
     assert [point["step"] for point in rep["heldout_curve"]] == [2, 4]
     assert (tmp_path / "model.safetensors").exists() and (tmp_path / "chat_template.jinja").exists()
 
@@ -114,26 +117,26 @@ def test_the_recipe_trains_a_servable_folder(tmp_path, monkeypatch):
 def test_compare_says_whether_a_retraining_reproduced_the_committed_run():
     committed = {"key": "k", "cpu": "Intel Xeon", "threads": 2, "loss_curve": [8.2, 7.6, 6.8],
                  "accuracy": {"arithmetic": {"accuracy": 0.95}}}
-    assert nano_train.compare(committed, committed).endswith(
+    assert training.compare(committed, committed).endswith(
         "same accuracies as the committed report; the loss curves are identical")
     other_cpu = {**committed, "cpu": "AMD EPYC", "loss_curve": [8.2, 7.6, 6.9],
                  "accuracy": {"arithmetic": {"accuracy": 0.9}}}
-    assert nano_train.compare(other_cpu, committed).endswith(
+    assert training.compare(other_cpu, committed).endswith(
         "differs from the committed report; the loss curves part after step 20"
         " (committed: Intel Xeon, 2 threads; this run: AMD EPYC, 2 threads)")
-    assert nano_train.compare({**committed, "key": "new"}, committed).endswith("(its recipe differs)")
-    assert nano_train.compare(committed, None) == "no committed report to compare with"
+    assert training.compare({**committed, "key": "new"}, committed).endswith("(its recipe differs)")
+    assert training.compare(committed, None) == "no committed report to compare with"
 
 
 def test_free_cpus_leaves_out_what_others_keep_busy(monkeypatch):
     cpus = set(range(4))
-    monkeypatch.setattr(environment.os, "sched_getaffinity", lambda pid: cpus)
-    monkeypatch.setattr(environment.time, "sleep", lambda s: None)
-    monkeypatch.setattr("helpers.slm_engine.available_cpus", lambda: 4)
+    monkeypatch.setattr(cpus_module, "usable_cpus", lambda: cpus)
+    monkeypatch.setattr(cpus_module.time, "sleep", lambda s: None)
+    monkeypatch.setattr(cpus_module, "available_cpus", lambda: 4)
     for busy_cores, free in [(0, 4), (1, 3), (1.4, 3), (3.6, 1), (4, 1)]:
         samples = iter([(0, 0), (400, int(busy_cores * 100))])  # (all, busy) jiffies of the 4 CPUs
-        monkeypatch.setattr(environment, "_busy_jiffies", lambda cpus: next(samples))
-        assert environment.free_cpus() == free, busy_cores
+        monkeypatch.setattr(cpus_module, "_busy_jiffies", lambda cpus: next(samples))
+        assert cpus_module.free_cpus() == free, busy_cores
 
 
 def test_chat_template_renders_tools_in_the_system_turn(nano):
@@ -146,7 +149,7 @@ def test_chat_template_renders_tools_in_the_system_turn(nano):
 
 def test_seed_tool_prompt_gives_the_trained_tool_call(nano):
     model, tokenizer, _ = nano
-    reply = phi4_nano.chat(model, tokenizer, [{"role": "user", "content": curriculum.SEED_TOOL_PROMPT}],
+    reply = evaluation.chat(model, tokenizer, [{"role": "user", "content": curriculum.SEED_TOOL_PROMPT}],
                            tools=[curriculum.CIRCLE_TOOL])
     assert parse_tool_calls(reply) == [{"name": "calculate_circle_area", "arguments": {"radius": 5}}]
 

@@ -1,7 +1,8 @@
 """Notebook 06's helpers, without Docker: the stack's settings from the model card, HAProxy's stats, readable sources."""
 import stat
 
-from helpers import models, production
+from helpers import models
+from helpers.workbook import production
 
 CSV = """# pxname,svname,qcur,qmax,scur,smax,slim,stot,status,hrsp_1xx,hrsp_2xx,hrsp_3xx,hrsp_4xx,hrsp_5xx
 engine,FRONTEND,,,0,2,512,109,OPEN,0,109,0,0,0

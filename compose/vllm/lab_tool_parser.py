@@ -8,7 +8,7 @@
   ```` ```json ```` object that Qwen2.5-Coder-0.5B writes instead, for which ``hermes`` returns
   ``tool_calls: null``.
 
-The formats are parsed by ``helpers/tool_formats.py`` (stdlib only), the same code the lab's
+The formats are parsed by ``helpers/formats/tool_formats.py`` (stdlib only), the same code the lab's
 engine, Ollama stand-in and graders use. Load with
 ``--tool-parser-plugin <this file> --tool-call-parser slm_lab``; it runs inside vLLM's environment
 (its own virtualenv, or the vLLM image with the repository's ``helpers/`` mounted beside
@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root (/lab in a container)
 
-from helpers.tool_formats import OPENERS, parse  # noqa: E402
+from helpers.formats.tool_formats import OPENERS, parse  # noqa: E402
 from vllm.entrypoints.generate.base.protocol import (DeltaMessage, ExtractedToolCallInformation,  # noqa: E402
                                                      FunctionCall, ToolCall)
 from vllm.renderers.chat_utils import make_tool_call_id  # noqa: E402

@@ -1,0 +1,74 @@
+"""The SLM Engine: this project's OpenAI-compatible server on ONNX Runtime (helpers/servers/engine/), as a
+process or as the image from compose/onnx-engine; the ONNX variant it serves per model, and the seed
+tutorial's flaws it fixes."""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from helpers.backends.base import Backend, Options, SeedFacts
+from helpers.deploy.context import source_files
+from helpers.deploy.spec import BackendSpec, memory_limit
+from helpers.models import onnx_convert
+from helpers.system.paths import REPO
+
+DIR = REPO / "compose" / "onnx-engine"
+PORT = 8080
+
+
+@dataclass(frozen=True)
+class EngineOptions(Options):
+    variant: str = "genai-fp32"  # the ONNX variant it serves (one of the card's onnx_variants)
+
+
+class SLMEngine(Backend):
+    name, title, api, needs = "onnx-engine", "SLM Engine (ONNX Runtime)", "openai", ("onnx",)
+    facts = {"API": "OpenAI-compatible + /reasoning", "quantisation": "ONNX fp32, int8 (ORT), int4 (genai)"}
+    install = {"local": "ONNX conversion (notebook 03) + kernel packages", "docker": "build from compose/"}
+    streams_tool_calls = True
+    seed = SeedFacts("ONNX Runtime", {
+        "one InferenceSession.run with input_ids only, decoding outputs[0][0]":
+            "a KV-cache decoder needs attention_mask and past_key_values and returns logits, not tokens: "
+            "the engine decodes with a KV cache it manages, every running request in one batched step (greedy or sampled).",
+        "tokenizer downloaded from the Hub at request time":
+            "the converted folder ships tokenizer.json and chat_template.jinja; the image fetches nothing.",
+        "onnxruntime-gpu + optimum[onnxruntime] in python:3.11-slim":
+            "two conflicting ORT packages and no CUDA: the image installs one (CPU onnxruntime).",
+        "intra_op_num_threads as a CPU provider option": "a SessionOptions setting (genai_config.json session_options).",
+        "a custom /reasoning API without function calling":
+            "/v1/chat/completions is OpenAI-compatible with tool calls, so notebook 01's client code works "
+            "unchanged; /reasoning stays for the seed's examples."})
+    options_type = EngineOptions
+
+    def spec(self, card, runtime: str, gpu: bool = False, model_path: Path | None = None) -> BackendSpec:
+        """The engine as a process (the kernel's Python has its packages), or as the image from compose/onnx-engine
+        with the variant's folder mounted read-only; its memory limit follows the model card."""
+        if runtime == "local":
+            return BackendSpec(name="onnx-engine", port=0, api="openai", health_path="/health",
+                               local_command=[sys.executable, "-m", "helpers.servers.engine",
+                                              *self.arguments(card, str(model_path)),
+                                              "--host", "127.0.0.1", "--port", "{port}"])
+        files = {"compose/onnx-engine/Dockerfile": DIR / "Dockerfile",
+                 "compose/onnx-engine/requirements.txt": DIR / "requirements.txt",
+                 **source_files("helpers.servers.engine.__main__")}
+        return BackendSpec(
+            name="onnx-engine", port=PORT, build_files=files, dockerfile="compose/onnx-engine/Dockerfile",
+            wheels=DIR / "requirements.txt",
+            command=self.arguments(card, f"/models/{model_path.name}"),  # host and port: the image's ENTRYPOINT
+            volumes={str(model_path.parent): "/models:ro"}, mem_limit=memory_limit(card.needs["onnx"].ram),
+            health_path="/health", api="openai")
+
+    @staticmethod
+    def arguments(card, model: str) -> list[str]:
+        return ["--model", model, "--served-model-name", card.served_name, "--context", str(card.context)]
+
+    def prepare(self, card, runtime: str, progress: bool = True) -> Path:
+        return onnx_convert.converted(card, progress) / self.variant(card)
+
+    def variant(self, card) -> str:
+        """The ONNX variant it serves ``card`` as."""
+        return self.options(card).variant
+
+    def loads(self, card) -> str:
+        return self.variant(card)

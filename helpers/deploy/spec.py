@@ -1,0 +1,120 @@
+"""What runs a backend, written once for both runtimes: ``BackendSpec`` (image or Dockerfile, command, port,
+env, volumes, health path, API flavour, limits), and the commands that do what a runtime does with it
+(``docker run`` and the local process line, copy-pasteable).
+"""
+from __future__ import annotations
+
+import math
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LABEL = "slm-deploy-lab"  # on containers the runtime starts: what cleanup() removes
+IMAGE_LABEL = f"{LABEL}.image"  # on images the lab builds; a key of its own, for containers inherit image labels
+# The offline base image compose/engine/setup-local-engine.sh makes where no registry is reachable;
+# Dockerfiles that take ``ARG BASE`` build FROM it when it exists, FROM their public default otherwise.
+OFFLINE_BASE = "slm-deploy-lab/base:bookworm"
+
+
+def memory_limit(need: float) -> str:
+    """A container memory limit with headroom over ``need`` GB (the model card's RAM need)."""
+    return f"{max(2, math.ceil(need * 1.25))}g"
+
+
+@dataclass
+class StandIn:
+    """A local image standing in for an official one where no registry answers (CI machines).
+
+    Built from ``dockerfile`` in a context of ``files`` plus a wheelhouse of ``wheels`` made for the
+    image's Python; ``volumes`` are mounted only into the stand-in (e.g. its local model library).
+    """
+
+    dockerfile: str
+    files: dict[str, Path]
+    wheels: Path | tuple[str, ...]
+    volumes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class BackendSpec:
+    """How to run one backend, in a container or as a local process."""
+
+    name: str
+    port: int  # the port the server listens on (inside the container, or locally if free)
+    image: str | None = None  # pulled by DockerRuntime
+    build_context: Path | None = None  # or built from this folder (a Dockerfile under compose/)
+    dockerfile: str | None = None  # path of the Dockerfile inside the build context
+    build_files: dict[str, Path] | None = None  # or a context made of just these (name in context -> path)
+    wheels: Path | tuple[str, ...] | None = None  # requirements whose wheelhouse joins the context as wheels/
+    command: list[str] = field(default_factory=list)  # container command (args after the image's entrypoint)
+    local_command: list[str] | None = None  # argv for LocalRuntime; "{port}" is replaced by the port
+    env: dict[str, str] = field(default_factory=dict)
+    volumes: dict[str, str] = field(default_factory=dict)  # host path or named volume -> container path[:ro]
+    health_path: str = "/health"
+    api: str = "openai"  # "openai" or "ollama": which client talks to it
+    mem_limit: str | None = None
+    cpus: float | None = None
+    gpu: bool = False  # ask for GPUs when the daemon can give them
+    shm_size: str | None = None
+    user: str | None = None
+    cap_add: list[str] = field(default_factory=list)
+    security_opt: list[str] = field(default_factory=list)
+    standin: StandIn | None = None  # what replaces ``image`` where no registry answers
+
+
+def docker_run_kwargs(spec: BackendSpec, image: str, host_port: int, gpu_available: bool,
+                      standin: bool = False) -> dict:
+    """The ``containers.run`` arguments for ``spec`` (``standin``: its local stand-in image runs instead)."""
+    from docker.types import DeviceRequest
+
+    volumes = {**spec.volumes, **(spec.standin.volumes if standin else {})}
+    kwargs = {
+        "image": image, "command": list(spec.command) or None, "detach": True,
+        "name": f"{LABEL}-{spec.name}-{host_port}",
+        "ports": {f"{spec.port}/tcp": ("127.0.0.1", host_port)},
+        "environment": dict(spec.env), "labels": {LABEL: "1", f"{LABEL}.backend": spec.name},
+        "volumes": {src: {"bind": dst.removesuffix(":ro"), "mode": "ro" if dst.endswith(":ro") else "rw"}
+                    for src, dst in volumes.items()},
+    }
+    if spec.mem_limit:
+        kwargs["mem_limit"] = spec.mem_limit
+    if spec.cpus:
+        kwargs["nano_cpus"] = int(spec.cpus * 1e9)
+    if spec.shm_size:
+        kwargs["shm_size"] = spec.shm_size
+    if spec.user:
+        kwargs["user"] = spec.user
+    if spec.cap_add:
+        kwargs["cap_add"] = list(spec.cap_add)
+    if spec.security_opt:
+        kwargs["security_opt"] = list(spec.security_opt)
+    if spec.gpu and gpu_available:
+        kwargs["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    return kwargs
+
+
+def docker_command(kwargs: dict) -> str:
+    """The ``docker run`` command line that does what ``containers.run(**kwargs)`` does (copy-pasteable)."""
+    argv = ["docker", "run", "-d", "--name", kwargs["name"]]
+    for port, (host, host_port) in kwargs["ports"].items():
+        argv += ["-p", f"{host}:{host_port}:{port.split('/')[0]}"]
+    for key, value in kwargs["environment"].items():
+        argv += ["-e", f"{key}={'<your token>' if 'TOKEN' in key else value}"]
+    for src, bind in kwargs["volumes"].items():
+        argv += ["-v", f"{src}:{bind['bind']}" + (":ro" if bind["mode"] == "ro" else "")]
+    flags = {"mem_limit": "--memory", "shm_size": "--shm-size", "user": "--user"}
+    argv += [part for key, flag in flags.items() if key in kwargs for part in (flag, str(kwargs[key]))]
+    if "nano_cpus" in kwargs:
+        argv += ["--cpus", f"{kwargs['nano_cpus'] / 1e9:g}"]
+    argv += [part for cap in kwargs.get("cap_add", []) for part in ("--cap-add", cap)]
+    argv += [part for opt in kwargs.get("security_opt", []) for part in ("--security-opt", opt)]
+    if kwargs.get("device_requests"):
+        argv += ["--gpus", "all"]
+    argv += [part for key, value in kwargs["labels"].items() for part in ("--label", f"{key}={value}")]
+    return shlex.join(argv + [kwargs["image"], *(kwargs["command"] or [])])
+
+
+def local_command(spec: BackendSpec, port: int) -> str:
+    """The shell command that ``LocalRuntime`` runs for ``spec`` (environment first, copy-pasteable)."""
+    argv = [part.replace("{port}", str(port)) for part in spec.local_command]
+    return " ".join([f"{k}={shlex.quote(v)}" for k, v in spec.env.items()] + [shlex.join(argv)])

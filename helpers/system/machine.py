@@ -1,0 +1,124 @@
+"""What this machine offers the lab: Python, memory, disk, Docker, GPU, registries; and which runtime to use."""
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+
+from helpers.system.paths import cache_dir
+
+RUNTIMES = ("local", "docker")
+
+
+@dataclass
+class Environment:
+    python: str
+    platform: str
+    cpus: int
+    ram_gb: float
+    ram_available_gb: float
+    disk_free_gb: float
+    cpu_flags: list[str]
+    docker: str | None  # daemon version, or None when no daemon answers
+    docker_error: str | None
+    nvidia_runtime: bool
+    gpus: list[str]
+    registry: bool = False  # Docker Hub answers: official images can be pulled
+    gpu_memory_gb: float = 0.0  # the largest GPU's memory (0 without a GPU)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _cpu_flags() -> list[str]:
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return sorted(f for f in flags if f in {"avx", "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile"})
+
+
+def docker_status(timeout: float = 5.0) -> tuple[str | None, bool, str | None]:
+    """(daemon version or None, nvidia runtime present, error text) for the local Docker daemon."""
+    try:
+        import docker
+        client = docker.from_env(timeout=timeout)
+        info = client.info()
+        return client.version().get("Version"), "nvidia" in info.get("Runtimes", {}), None
+    except Exception as err:  # no SDK, no socket, daemon down: all mean "no Docker here"
+        return None, False, f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+
+
+def gpu_memory_gb(gpus: list[str]) -> float:
+    """The largest memory among nvidia-smi's ``name, 81559 MiB`` lines, in GB."""
+    sizes = [float(line.rsplit(",", 1)[1].split()[0]) * 2**20 / 1e9 for line in gpus if "MiB" in line]
+    return round(max(sizes, default=0.0), 1)
+
+
+def nvidia_gpus() -> list[str]:
+    """GPU names that nvidia-smi reports, or [] without a driver."""
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+
+
+def registry_reachable(timeout: float = 4.0) -> bool:
+    """True when Docker Hub's registry answers as a registry (a proxy's error page does not count)."""
+    import requests
+
+    try:
+        response = requests.get("https://registry-1.docker.io/v2/", timeout=timeout)
+    except requests.RequestException:
+        return False
+    return response.headers.get("Docker-Distribution-Api-Version", "").startswith("registry/2")
+
+
+def check_environment() -> Environment:
+    """Inspect this machine."""
+    import psutil
+
+    mem = psutil.virtual_memory()
+    version, nvidia, error = docker_status()
+    gpus = nvidia_gpus()
+    return Environment(
+        python=sys.version.split()[0], platform=platform.platform(), cpus=os.cpu_count() or 1,
+        ram_gb=round(mem.total / 2**30, 1), ram_available_gb=round(mem.available / 2**30, 1),
+        disk_free_gb=round(shutil.disk_usage(cache_dir()).free / 2**30, 1), cpu_flags=_cpu_flags(),
+        docker=version, docker_error=error, nvidia_runtime=nvidia, gpus=gpus,
+        registry=bool(version) and registry_reachable(), gpu_memory_gb=gpu_memory_gb(gpus),
+    )
+
+
+def resolve_runtime(requested: str, env: Environment) -> str:
+    """``requested`` ('local', 'docker' or 'auto'); 'auto' means docker when a daemon answers and
+    Docker Hub is reachable (the docker runtime pulls the official images), else local.
+
+    The embedded default of the workbook and CI is 'local' (passed explicitly).
+    """
+    if requested == "auto":
+        return "docker" if env.docker and env.registry else "local"
+    if requested not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES} or 'auto', not {requested!r}")
+    if requested == "docker" and not env.docker:
+        raise RuntimeError(f"runtime 'docker' needs a reachable Docker daemon: {env.docker_error}")
+    return requested
+
+
+def describe(env: Environment) -> str:
+    """A short text table of ``env`` and how it fits the seed's deployment profiles."""
+    rows = [("Python", env.python), ("platform", env.platform), ("CPUs", f"{env.cpus} ({', '.join(env.cpu_flags)})"),
+            ("RAM", f"{env.ram_gb} GB ({env.ram_available_gb} GB free)"), ("disk free (cache)", f"{env.disk_free_gb} GB"),
+            ("Docker daemon", env.docker or f"not reachable — {env.docker_error}"),
+            ("Docker Hub", "reachable" if env.registry else "not reachable"),
+            ("NVIDIA runtime in Docker", env.nvidia_runtime), ("GPUs", ", ".join(env.gpus) or "none")]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -1,0 +1,195 @@
+"""One call to start a notebook: environment, runtime, model and summary (like fastbook's ``setup_book``).
+
+    lab = chapter.start("01_vllm", summary_dir, runtime=runtime, model=model)
+
+``runtime`` and ``model`` are the notebook's papermill parameters. ``"auto"`` / ``None`` take the
+choice notebook 00 saved (``choice.json`` beside the summaries), else the defaults: runtime by
+what the machine offers, model ``helpers.models.DEFAULT``.
+
+Checks come in two kinds: ``lab.check`` for invariants (a server is healthy, an API has its
+shape, a bad request is a 4xx) — always hard; ``lab.grade`` for answer quality — hard only
+for a model whose answers are known (phi4-nano), a visible warning with the answer otherwise.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from helpers import backends, models
+from helpers.deploy import runtimes
+from helpers.deploy.spec import BackendSpec, LABEL, docker_command, docker_run_kwargs, local_command
+from helpers.system import machine
+from helpers.system.paths import RUNS
+from helpers.workbook.summary import Summary
+
+CHOICE = "choice.json"
+
+
+def choice_path(summary_dir=None) -> Path:
+    return Path(summary_dir or RUNS) / CHOICE
+
+
+def save_choice(runtime: str, model: str, summary_dir=None) -> Path:
+    """Remember the learner's runtime and model for the later notebooks."""
+    path = choice_path(summary_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"runtime": runtime, "model": model}))
+    return path
+
+
+def saved_choice(summary_dir=None) -> dict:
+    path = choice_path(summary_dir)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+@dataclass
+class Chapter:
+    notebook: str
+    env: machine.Environment
+    runtime: str
+    model: models.ModelCard
+    summary: Summary
+    servers: list = field(default_factory=list)
+
+    @property
+    def gpu(self) -> bool:
+        return self.env.nvidia_runtime
+
+    def check(self, check_id: str, text: str, condition: bool, detail="") -> None:
+        """An invariant, recorded under ``check_id`` (what tests read) with ``text`` (what a reader reads); the
+        notebook stops when it does not hold."""
+        self.summary.check(check_id, condition, str(detail), text=text)
+
+    def grade(self, check_id: str, text: str, ok: bool, answer="", detail="") -> bool:
+        """Answer quality: hard for a model with known answers, else a warning (the answer is recorded)."""
+        return self.summary.grade(check_id, ok, str(detail), answer=str(answer)[:2000], hard=self.model.exact,
+                                  text=text)
+
+    def skip(self, what: str, reason: str) -> None:
+        """Record that ``what`` did not run on this machine, and why (shown, and kept in the summary)."""
+        skipped = self.summary.data["values"].setdefault("skipped", {})
+        skipped[what] = reason
+        self.summary.record("skipped", skipped)
+        print(f"skipped: {what} — {reason}")
+
+    def prepare(self, backend: str, progress: bool = True):
+        """Check this machine can hold what ``backend`` needs of the model, then make (or find) that form."""
+        entry = backends.get(backend)
+        models.require(self.model, entry.needs, self.env, gpu=self.gpu and self.runtime == "docker")
+        return entry.prepare(self.model, self.runtime, progress)
+
+    def spec(self, backend: str, progress: bool = True) -> BackendSpec:
+        return backends.get(backend).spec(self.model, self.runtime, self.gpu, self.prepare(backend, progress))
+
+    def start(self, backend: str, timeout: float = 600, progress: bool = True) -> runtimes.Deployment:
+        """Start ``backend`` serving the model on this runtime; stopped by ``finish`` if still running."""
+        spec = self.spec(backend, progress)
+        backends.get(backend).setup(self.runtime, progress)
+        server = runtimes.get(self.runtime).start(spec, timeout=timeout, progress=progress)
+        self.servers.append(server)
+        return server
+
+    def start_all(self, timeout: float = 600, also_needs: tuple[str, ...] = (),
+                  progress: bool = True) -> dict[str, runtimes.Deployment]:
+        """Every backend of the registry at once (the model provided to Ollama's API), after checking that the
+        machine holds all their forms of the model together, plus ``also_needs`` (e.g. transformers beside)."""
+        needs = tuple(dict.fromkeys(n for entry in backends.BACKENDS.values() for n in entry.needs)) + also_needs
+        models.require(self.model, needs, self.env, together=True)
+        servers = {name: self.start(name, timeout=timeout, progress=progress) for name in backends.BACKENDS}
+        for name, server in servers.items():
+            backends.get(name).provide(self.model, server.base_url, progress=progress)
+        return servers
+
+    def client(self, backend: str, server, timeout: float = 600):
+        """``backend``'s own client (``helpers.clients``) on ``server``, asking for this model."""
+        return backends.get(backend).client(server.base_url, self.model, timeout)
+
+    def commands(self, backend: str) -> dict[str, str]:
+        """The copy-pasteable commands that start ``backend`` with this model: ``docker run`` on a GPU and on a
+        CPU, and the local process (nothing is started). The docker lines name the official image; where no
+        registry answers, the lab runs its local stand-in image with the same arguments instead."""
+        entry, out = backends.get(backend), {}
+        docker_path = entry.prepare(self.model, "docker", progress=False)
+        for gpu in (True, False):
+            spec = entry.spec(self.model, "docker", gpu, docker_path)
+            image = spec.image or f"{LABEL}/{spec.name}:local"
+            line = docker_command(docker_run_kwargs(spec, image, spec.port, gpu_available=gpu))
+            if line not in out.values():
+                out[f"docker ({'GPU' if gpu else 'CPU'})"] = line
+        out["local"] = local_command(entry.spec(self.model, "local", False,
+                                                       entry.prepare(self.model, "local", progress=False)), 8000)
+        return out
+
+    def show_commands(self, backend: str) -> dict[str, str]:
+        """``commands`` printed (and recorded): what a learner would type to start ``backend`` by hand."""
+        lines = self.commands(backend)
+        for where, line in lines.items():
+            print(f"{where}:\n  {line}\n")
+        self.summary.record(f"commands_{backend}", lines)
+        return lines
+
+    def raw_answer(self, backend: str, server, messages: list[dict], tools: list[dict] | None = None) -> str:
+        """What the model writes for ``messages`` on ``server``, before any tool parser: the prompt rendered
+        by the model's own chat template, completed raw (``/v1/completions``, or Ollama's raw mode)."""
+        from helpers.measure import reference
+
+        prompt = reference.prompt_text(self.model, messages, tools)
+        return self.client(backend, server).raw(prompt, self.model.budget.chat_tokens)
+
+    def tool_call_record(self, raw: str, parsed: list[dict], tools: list[dict]) -> dict:
+        """The raw text beside the server's parsed ``tool_calls``, and the format the model used."""
+        from helpers.formats import tool_formats
+
+        seen = tool_formats.parse(raw, [t["function"]["name"] for t in tools])
+        fmt, calls = seen.format, seen.calls
+        if seen.malformed:
+            fmt = f"{fmt or 'no well-formed call'}; malformed: {'; '.join(seen.malformed)}"
+        record = {"raw": raw, "format_written": fmt, "format_asked": self.model.tool_format, "calls_in_raw": calls,
+                  "parsed": [{"name": c["name"], "arguments": c["arguments"]} for c in parsed]}
+        print(f"raw text ({fmt or 'no tool call'}):\n{raw}\n\nparsed tool_calls: {record['parsed']}")
+        return record
+
+    def verify_tool_call(self, backend: str, server, messages: list[dict], tools: list[dict], calls: list[dict],
+                         expected: tuple[str, dict]) -> dict:
+        """The server's parsed ``calls`` for ``messages`` beside the text the model wrote: recorded, checked (the
+        server parsed what the model wrote; every call is valid against its tool's schema) and graded (the
+        ``expected`` (name, arguments) call, alone)."""
+        from helpers.tasks import grading
+
+        record = self.tool_call_record(self.raw_answer(backend, server, messages, tools), calls, tools)
+        self.summary.record("tool_call", record)
+        self.check("tool-call-parsed", "the server parsed what the model wrote",
+                   record["parsed"] == (record["calls_in_raw"] or []), record)
+        schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
+        self.check("tool-call-schema", "tool calls are valid against their schema",
+                   all(c["name"] in schemas and not grading.check_arguments(c["arguments"], schemas[c["name"]])
+                       for c in calls), calls)
+        name, arguments = expected
+        self.grade("tool-call", f"tool call {name}({', '.join(f'{k}={v}' for k, v in arguments.items())})",
+                   [(c["name"], c["arguments"]) for c in calls] == [expected], record["raw"])
+        return record
+
+    def finish(self) -> dict:
+        for server in self.servers:
+            server.stop()
+        return self.summary.finish()
+
+
+def resolve(runtime: str, model: str | None, env: machine.Environment, summary_dir=None) -> tuple[str, str]:
+    """The runtime and model key a notebook runs with (explicit parameters, else notebook 00's choice)."""
+    saved = saved_choice(summary_dir)
+    runtime = saved.get("runtime", runtime) if runtime == "auto" else runtime
+    model = model or saved.get("model") or models.DEFAULT
+    return machine.resolve_runtime(runtime, env), models.get(model).key
+
+
+def start(notebook: str, summary_dir=None, runtime: str = "auto", model: str | None = None,
+          **parameters) -> Chapter:
+    """Inspect the machine, settle runtime and model, open the notebook's summary."""
+    env = machine.check_environment()
+    runtime, model = resolve(runtime, model, env, summary_dir)
+    card = models.get(model)
+    summary = Summary(notebook, summary_dir, runtime=runtime, model=model, **parameters)
+    print(f"runtime: {runtime} | model: {card.describe()}")
+    return Chapter(notebook, env, runtime, card, summary)
