@@ -1,4 +1,3 @@
-import pytest
 
 from helpers.formats import chat_format
 from helpers.tasks.curriculum import CIRCLE_TOOL

@@ -5,7 +5,6 @@ the same ``tool_calls`` on every backend, through each server's own code path.""
 import asyncio
 import json
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest

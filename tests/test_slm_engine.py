@@ -137,7 +137,7 @@ def test_greedy_tokens_do_not_depend_on_the_batch(onnx_folder):
 def test_a_cancelled_request_leaves_the_batch_and_the_others_go_on(onnx_folder):
     engine = Engine(onnx_folder / "genai-fp32", MODEL, max_batch=4)
     alone = _answers(engine, MIXED[:2], 48)
-    started, ended, pieces = threading.Event(), threading.Event(), []
+    started, ended = threading.Event(), threading.Event()
 
     def emit(event):
         started.set()
