@@ -204,3 +204,79 @@ def test_openai_compatible_endpoint(server, client):
     assert call.finish_reason == "tool_calls" and call.tool_calls[0]["arguments"] == {"radius": 5}
     assert openai_api.stream(cl, NAME, TRAIN)["text"] == reply.content
     assert openai_api.expect_error(lambda: cl.chat.completions.create(model="nope", messages=TRAIN))["status"] == 404
+
+
+def _standin_mutations(rng):
+    """Bad bodies for /api/chat and /api/generate: broken JSON, other encodings, nesting, sizes, and every field of
+    a valid body (and of its message) set to every junk value, then random mixes."""
+    junk = [None, -1, 0, 1e308, "", "x" * 5000, [], {}, [1, "a"], {"a": {"b": []}}, True, "\u0000", -2**63, 2**64,
+            "\ud800", [[[[[]]]]], 1.5, "9" * 400, "../../etc/passwd", "a/../../x:y", {"num_ctx": 10**9},
+            {"num_thread": 10**6, "num_batch": 10**9}, [None] * 1000]
+    valid = {"model": NAME, "messages": TRAIN, "prompt": "hi", "stream": False, "options": {**GREEDY, "num_predict": 4},
+             "tools": [curriculum.CIRCLE_TOOL]}
+    text = json.dumps(valid)
+    yield b"{", b"", b"\xff\xfe\x00", b"[]", b"null", b"{" * 5000 + b"}" * 5000, b"[" * 100_000
+    for encoding in ("utf-16", "utf-32"):
+        yield text.encode(encoding)
+    yield json.dumps({**valid, "messages": TRAIN * 3000}).encode()
+    fields = ["model", "messages", "prompt", "stream", "options", "tools", "format", "keep_alive", "system", "template",
+              "raw", "think"]
+    for key in fields:
+        for value in junk:
+            yield json.dumps({**json.loads(text), key: value}).encode()
+    for key in ("role", "content", "tool_calls"):
+        for value in junk:
+            body = json.loads(text)
+            body["messages"][1][key] = value
+            yield json.dumps(body).encode()
+    for _ in range(100):
+        body = json.loads(text)
+        for _ in range(rng.randint(2, 4)):
+            body[rng.choice(fields)] = rng.choice(junk)
+        yield json.dumps(body).encode()
+
+
+def test_fuzzed_bodies_get_4xx_while_valid_streams_run_and_it_answers(server, client):
+    import random
+    import threading
+    import time
+
+    import httpx
+
+    stop, answers, latencies, statuses = threading.Event(), [], [], {}
+
+    def streams():
+        with httpx.Client(base_url=server.base_url, timeout=120) as http:
+            while not stop.is_set():
+                lines = [json.loads(line) for line in http.post("/api/chat", json={
+                    "model": NAME, "messages": TRAIN, "options": {**GREEDY, "num_predict": 24}}).text.splitlines()]
+                answers.append("".join(line["message"]["content"] for line in lines if "message" in line))
+
+    def health():
+        with httpx.Client(base_url=server.base_url, timeout=30) as http:
+            while not stop.is_set():
+                start = time.perf_counter()
+                assert http.get("/").status_code == 200
+                latencies.append(time.perf_counter() - start)
+                stop.wait(0.2)
+
+    workers = [threading.Thread(target=streams), threading.Thread(target=health)]
+    for worker in workers:
+        worker.start()
+    try:
+        with httpx.Client(base_url=server.base_url, timeout=120) as http:
+            for body in _standin_mutations(random.Random(0)):
+                for path in ("/api/chat", "/api/generate"):
+                    response = http.post(path, content=body)
+                    error = response.json().get("error", "") if response.status_code >= 400 else ""
+                    # Ollama answers an option of the wrong type with 500 (its handleScheduleError), nothing else
+                    assert response.status_code < 500 or (response.status_code == 500 and error.startswith("option")), \
+                        (path, body[:200], response.status_code, error)
+                    statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=120)
+    assert statuses.get(400, 0) > 300
+    assert answers and len(set(answers)) == 1, "valid streams alongside the junk each got the same greedy answer"
+    assert latencies and max(latencies) < 1.0, f"GET / took up to {max(latencies):.2f} s"

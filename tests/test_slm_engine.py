@@ -2,6 +2,7 @@
 import json
 import random
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -212,6 +213,94 @@ def test_models_health_metrics_and_reasoning(engine_server):
             "slm_engine_generation_tokens_per_second"} <= served.keys()
 
 
+def test_what_a_request_may_send_is_bounded(engine_server):
+    base = engine_server.base_url
+    with httpx.Client(base_url=base, timeout=60) as http:
+        big = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "word " * 400_000}]})
+        response = http.post("/v1/chat/completions", content=big, headers={"content-type": "application/json"})
+        assert response.status_code == 413 and "larger than" in response.json()["error"]["message"]
+        long_stop = http.post("/v1/chat/completions", json={"model": MODEL, "messages": TRAIN, "stop": "x" * 300})
+        assert long_stop.status_code == 400 and "stop" in long_stop.json()["error"]["message"]
+        assert http.get("/health").json()["ready"]
+
+
+@pytest.fixture
+def served_engine(engine):
+    """The module's one-row engine (max_batch 1, max_queue 1) behind its HTTP API, in this process."""
+    import uvicorn
+
+    from helpers.deploy.runtimes import free_port
+    from helpers.servers.engine.api import create_app
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(engine), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_a_request_dropped_before_its_answer_frees_its_slot(engine, served_engine):
+    """Not streamed: a request waits behind a long one, its client goes away, and it never runs: the slot is free
+    again (/metrics) and the engine made no token for it."""
+    def metrics():
+        return prometheus.parse(httpx.get(served_engine + "/metrics").text)
+
+    ended = []
+
+    def slowly(event):  # the blocker streams to a slow reader: it holds the one row for seconds
+        ended.append(event) if event["type"] == "end" else time.sleep(0.01)
+
+    blocker = Job(engine.render(TRAIN, None), Sampling(900, min_tokens=900), slowly)
+    engine.submit(blocker)
+    try:
+        before = metrics()
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(served_engine + "/v1/chat/completions", timeout=httpx.Timeout(30, read=0.5),
+                       json={"model": MODEL, "messages": TRAIN, "max_tokens": 64, "min_tokens": 64})
+        time.sleep(1.0)  # the server notices that the client has gone
+    finally:
+        blocker.cancelled.set()
+    deadline = time.monotonic() + 30
+    while metrics()["slm_engine_requests_in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    after = metrics()
+    assert after["slm_engine_requests_in_flight"] == 0, "the dropped request still holds its slot"
+    made = after["slm_engine_completion_tokens_total"] - before["slm_engine_completion_tokens_total"]
+    assert ended and made == ended[0]["completion_tokens"] < 900, "tokens were made for a client that had gone"
+
+
+def test_health_says_when_the_decoding_thread_is_gone(engine):
+    from fastapi.testclient import TestClient
+
+    from helpers.servers.engine.api import create_app
+
+    with TestClient(create_app(engine)) as http:
+        assert http.get("/health").json()["ready"]
+        alive, engine.decoder = engine.decoder, threading.Thread(target=lambda: None)  # a thread that has ended
+        try:
+            response = http.get("/health")
+        finally:
+            engine.decoder = alive
+        assert response.status_code == 503 and response.json()["ready"] is False
+
+
+def test_an_api_key_guards_the_api_but_not_health(engine):
+    from fastapi.testclient import TestClient
+
+    from helpers.servers.engine.api import create_app
+
+    with TestClient(create_app(engine, api_key="s3cret")) as http:
+        assert http.get("/v1/models").status_code == 401
+        assert http.get("/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert http.get("/v1/models", headers={"Authorization": "Bearer s3cret"}).json()["data"][0]["id"] == MODEL
+        assert http.post("/reasoning", json={"prompt": "hi"}).status_code == 401
+        assert http.get("/health").status_code == 200 and http.get("/metrics").status_code == 200
+
+
 @pytest.mark.parametrize("body, status", [
     ({"model": "nope", "messages": TRAIN}, 404),
     ({"model": MODEL, "messages": [{"role": "user", "content": "word " * 9000}]}, 400),
@@ -236,32 +325,54 @@ def test_bad_requests_get_openai_style_4xx(engine_server, body, status):
         assert after.status_code == 200, "the connection and the server survive a bad request"
 
 
+JUNK = [None, -1, 0, 1e308, -1e308, "", "x" * 5000, [], {}, [1, "a"], {"a": {"b": []}}, True, "\u0000", -2**63, 2**64,
+        "\ud800", "a\udfffb", [[[[[]]]]], {"type": "text"}, [{"type": "text", "text": "\ud800"}], 1.5, "9" * 400,
+        "\u202e\u0301\U0001f600" * 50, ["x" * 300] * 4, [None] * 1000]
+
+
 def _mutations(rng: random.Random, n: int):
-    """Bad bodies: broken JSON, other encodings, deep nesting, large sizes, wrong shapes, and a valid body with one
-    field replaced by junk (every type, lone surrogates, nested containers)."""
-    junk = [None, -1, 0, 1e308, "", "x" * 5000, [], {}, [1, "a"], {"a": {"b": []}}, True, "\u0000", -2**63,
-            "\ud800", "a\udfffb", [[[[[]]]]], {"type": "text"}, [{"type": "text", "text": "\ud800"}], 1.5, "9" * 400]
+    """Bad bodies for /v1/chat/completions: broken JSON, other encodings, deep nesting, sizes past the body limit,
+    wrong shapes, every field of a valid body (and of its message and tool) set to every junk value, and random
+    mixes of them."""
     valid = {"model": MODEL, "messages": TRAIN, "max_tokens": 8, "tools": [curriculum.CIRCLE_TOOL]}
     text = json.dumps(valid)
-    yield b"{", b"", b"\xff\xfe\x00", b"[]", b"null", b'{"model": ', b"{" * 5000 + b"}" * 5000
-    yield text.encode("utf-16"), b"\xef\xbb\xbf" + text.encode(), text.replace("travels", "trav\xe9ls").encode("latin-1")
+    yield b"{", b"", b"\xff\xfe\x00", b"[]", b"null", b'{"model": ', b"{" * 5000 + b"}" * 5000, b"[" * 100_000
+    for encoding in ("utf-16", "utf-32", "utf-16-be"):
+        yield text.encode(encoding)
+    yield b"\xef\xbb\xbf" + text.encode(), text.replace("travels", "trav\xe9ls").encode("latin-1")
     yield json.dumps({**valid, "messages": [{"role": "user", "content": [{"type": "text", "text": "x"}] * 20000}]}).encode()
-    yield json.dumps({**valid, "messages": TRAIN * 5000}).encode()  # far more than the context
+    yield json.dumps({**valid, "messages": TRAIN * 5000}).encode()  # far more than the context, and past 1 MB
+    yield json.dumps({**valid, "stop": ["x" * 100_000]}).encode()
     nested: dict = {}
     for _ in range(300):
         nested = {"type": "object", "properties": {"x": nested}}
     yield json.dumps({**valid, "tools": [{"type": "function", "function": {"name": "deep", "parameters": nested}}]}).encode()
+    call = {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{"}}]}
+    yield json.dumps({**valid, "messages": [TRAIN[1], call, {"role": "tool", "tool_call_id": "c", "content": "1"}]}).encode()
     fields = ["model", "messages", "max_tokens", "temperature", "top_p", "top_k", "stop", "seed", "stream", "tools",
               "tool_choice", "n", "stream_options", "min_tokens", "max_completion_tokens"]
-    for _ in range(n):
-        body = json.loads(json.dumps(valid))
-        target = rng.choice(["field", "message", "tool"])
-        if target == "field":
-            body[rng.choice(fields)] = rng.choice(junk)
-        elif target == "message":
-            body["messages"][rng.randrange(2)][rng.choice(["role", "content", "tool_calls", "tool_call_id"])] = rng.choice(junk)
-        else:
-            body["tools"][0]["function"][rng.choice(["name", "parameters", "description"])] = rng.choice(junk)
+    places = ([("field", f) for f in fields] + [("message", f) for f in ("role", "content", "tool_calls", "tool_call_id")]
+              + [("tool", f) for f in ("name", "parameters", "description")])
+
+    def mutate(body, place, key, value):
+        try:
+            if place == "field":
+                body[key] = value
+            elif place == "message":
+                body["messages"][1][key] = value
+            else:
+                body["tools"][0]["function"][key] = value
+        except (TypeError, KeyError, IndexError):  # an earlier mutation replaced what holds this place
+            pass
+        return body
+
+    for place, key in places:  # every type in every field
+        for value in JUNK:
+            yield json.dumps(mutate(json.loads(text), place, key, value)).encode()
+    for _ in range(n):  # and mixes of them
+        body = json.loads(text)
+        for _ in range(rng.randint(2, 4)):
+            body = mutate(body, *rng.choice(places), rng.choice(JUNK))
         yield json.dumps(body).encode()
 
 
@@ -274,22 +385,35 @@ def _valid_streams(base_url: str, stop: threading.Event, answers: list) -> None:
         answers.append(text)
 
 
-def test_fuzzed_bodies_never_500_and_the_server_survives(engine_server):
-    url = engine_server.base_url + "/v1/chat/completions"
-    statuses, answers, stop = {}, [], threading.Event()
-    streamer = threading.Thread(target=_valid_streams, args=(engine_server.base_url, stop, answers))
-    streamer.start()
+def _health_latency(url: str, stop: threading.Event, latencies: list) -> None:
+    """/health, five times a second until ``stop``: how long each answer took (a stalled event loop shows here)."""
+    with httpx.Client(timeout=30) as http:
+        while not stop.is_set():
+            start = time.perf_counter()
+            ready = http.get(url).json()["ready"]
+            latencies.append(time.perf_counter() - start if ready else float("inf"))
+            stop.wait(0.2)
+
+
+def test_fuzzed_bodies_get_4xx_while_valid_streams_run_and_health_answers(engine_server):
+    base, statuses, answers, latencies, stop = engine_server.base_url, {}, [], [], threading.Event()
+    workers = [threading.Thread(target=_valid_streams, args=(base, stop, answers)),
+               threading.Thread(target=_health_latency, args=(base + "/health", stop, latencies))]
+    for worker in workers:
+        worker.start()
     try:
         with httpx.Client(timeout=60) as http:
             for body in _mutations(random.Random(0), 300):
-                response = http.post(url, content=body, headers={"content-type": "application/json"})
-                assert response.status_code < 500, (body[:200], response.text[:300])
-                if response.status_code >= 400:
-                    assert "message" in response.json()["error"]
-                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
-            assert http.get(engine_server.base_url + "/health").json()["ready"]
+                for path in ("/v1/chat/completions", "/v1/completions", "/reasoning"):
+                    response = http.post(base + path, content=body, headers={"content-type": "application/json"})
+                    assert response.status_code < 500, (path, body[:200], response.text[:300])
+                    if response.status_code >= 400:
+                        assert "message" in response.json()["error"]
+                    statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
     finally:
         stop.set()
-        streamer.join(timeout=120)
-    assert statuses.get(400, 0) > 100  # most mutations are invalid, and say so
+        for worker in workers:
+            worker.join(timeout=120)
+    assert statuses.get(400, 0) > 1000 and statuses.get(413, 0) >= 3  # most mutations are invalid, and say so
     assert answers and len(set(answers)) == 1, "valid streams alongside the junk each got the same greedy answer"
+    assert latencies and max(latencies) < 1.0, f"/health took up to {max(latencies):.2f} s"

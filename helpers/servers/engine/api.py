@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import time
 import uuid
@@ -23,8 +24,15 @@ TASK_SYSTEMS = {
 }
 
 
+class AsciiJSON(JSONResponse):
+    """JSON with every non-ASCII character escaped: an error may quote what the client sent, lone surrogates included."""
+
+    def render(self, content) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode()
+
+
 def _error(status: int, message: str, kind: str = "invalid_request_error", param: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": status}}, status_code=status)
+    return AsciiJSON({"error": {"message": message, "type": kind, "param": param, "code": status}}, status_code=status)
 
 
 def _validation_message(err: RequestValidationError) -> str:
@@ -59,8 +67,57 @@ def _arguments(arguments: str | dict) -> dict:
     return value
 
 
-def create_app(engine: Engine) -> FastAPI:
+MAX_BODY_BYTES = 1 << 20  # a request body beyond this is 413: a full context of text and tools fits many times
+
+
+class BodyLimit:
+    """ASGI middleware: a request body larger than ``limit`` bytes is answered 413 before any of it is parsed
+    (by its Content-Length, or while it arrives when it has none)."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        if not length.isdigit() or int(length) > self.limit:
+            return await _error(413, f"the request body is larger than {self.limit} bytes")(scope, receive, send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise EngineError(413, f"the request body is larger than {self.limit} bytes")
+            return message
+        return await self.app(scope, limited, send)
+
+
+class BearerKey:
+    """ASGI middleware: paths under ``guarded`` need ``Authorization: Bearer <key>`` (401 otherwise). Pure ASGI, not
+    Starlette's BaseHTTPMiddleware, which would hide a client's disconnect from the endpoints."""
+
+    def __init__(self, app, key: str, guarded: tuple[str, ...]):
+        self.app, self.expected, self.guarded = app, f"Bearer {key}".encode(), guarded
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"].startswith(self.guarded):
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                response = _error(401, "invalid or missing API key (Authorization: Bearer <key>)", "authentication_error")
+                return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+def create_app(engine: Engine, max_body_bytes: int = MAX_BODY_BYTES, api_key: str | None = None) -> FastAPI:
+    """The API over ``engine``. ``api_key``: when set, /v1/* and /reasoning need ``Authorization: Bearer <key>``
+    (as vLLM's ``--api-key``); /health and /metrics stay open for load balancers and scrapers."""
     app = FastAPI(title="SLM Engine (ONNX Runtime)")
+    app.add_middleware(BodyLimit, limit=max_body_bytes)
+    if api_key:
+        app.add_middleware(BearerKey, key=api_key, guarded=("/v1/", "/reasoning"))
     created = int(time.time())
 
     @app.exception_handler(EngineError)
@@ -81,6 +138,9 @@ def create_app(engine: Engine) -> FastAPI:
 
     @app.get("/health")
     async def health():
+        if not engine.decoder.is_alive():  # nothing would ever answer: say so, for the load balancer and the lab
+            return JSONResponse({"status": "error", "ready": False, "error": "the decoding thread has stopped"},
+                                status_code=503)
         return {"status": "ok", "ready": True, "model": engine.served_name, "variant": engine.folder.name,
                 "provider": "CPUExecutionProvider", "onnxruntime": engine.ort_version,
                 "context_length": engine.context_length, "load_seconds": round(engine.load_seconds, 3),
@@ -120,7 +180,7 @@ def create_app(engine: Engine) -> FastAPI:
         if isinstance(choice, dict) or choice == "required":
             raise EngineError(400, "tool_choice: only 'auto' and 'none' are supported by this engine", param="tool_choice")
         use_tools = tools if choice != "none" else None
-        ids = engine.render(_messages_for_template(body.messages), use_tools)
+        ids = await asyncio.to_thread(engine.render, _messages_for_template(body.messages), use_tools)
         max_tokens = engine.check_length(ids, body.max_completion_tokens or body.max_tokens)
         sampling = Sampling(max_tokens, body.temperature, body.top_p, body.top_k, body.seed, body.stop or [],
                             body.min_tokens)
@@ -131,7 +191,7 @@ def create_app(engine: Engine) -> FastAPI:
             usage = bool(body.stream_options and body.stream_options.include_usage)
             return StreamingResponse(_sse(events, rid, now, engine.served_name, usage, request),
                                      media_type="text/event-stream")
-        text, end = await _collect(events)
+        text, end = await _collect(events, request)
         message = {"role": "assistant", "content": text if (text or not end["tool_calls"]) else None}
         if end["tool_calls"]:
             message["tool_calls"] = openai_tool_calls(end["tool_calls"])
@@ -140,25 +200,26 @@ def create_app(engine: Engine) -> FastAPI:
                 "usage": _usage(end)}
 
     @app.post("/v1/completions")
-    async def completions(body: CompletionRequest):
+    async def completions(body: CompletionRequest, request: Request):
         if body.model != engine.served_name:
             raise EngineError(404, f"The model `{body.model}` does not exist.", "not_found_error", "model")
-        ids = engine.encode(body.prompt, "prompt")
+        ids = await asyncio.to_thread(engine.encode, body.prompt, "prompt")
         max_tokens = engine.check_length(ids, body.max_tokens)
         started = _start(engine, ids, Sampling(max_tokens, body.temperature, stops=body.stop or []),
                          hidden=engine.specials if body.skip_special_tokens else ())
-        text, end = await _collect(started)
+        text, end = await _collect(started, request)
         return {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion", "created": int(time.time()),
                 "model": engine.served_name, "usage": _usage(end),
                 "choices": [{"index": 0, "text": text, "finish_reason": end["finish"], "logprobs": None}]}
 
     @app.post("/reasoning")
-    async def reasoning(body: ReasoningRequest):
+    async def reasoning(body: ReasoningRequest, request: Request):
         messages = [{"role": "system", "content": TASK_SYSTEMS[body.task_type]}, {"role": "user", "content": body.prompt}]
-        ids = engine.render(messages, None)
+        ids = await asyncio.to_thread(engine.render, messages, None)
         max_tokens = engine.check_length(ids, body.max_length)
         start = time.perf_counter()
-        text, end = await _collect(_start(engine, ids, Sampling(max_tokens, body.temperature), hidden=engine.specials))
+        text, end = await _collect(_start(engine, ids, Sampling(max_tokens, body.temperature), hidden=engine.specials),
+                                   request)
         return {"generated_text": text, "task_type": body.task_type, "inference_time": round(time.perf_counter() - start, 4),
                 "model": engine.served_name, "usage": _usage(end), "finish_reason": end["finish"]}
 
@@ -181,15 +242,23 @@ async def _next(events: asyncio.Queue) -> dict:
     return event
 
 
-async def _collect(started) -> tuple[str, dict]:
+async def _collect(started, request: Request) -> tuple[str, dict]:
+    """The whole answer of a request that is not streamed; a client that goes away first frees its slot."""
     events, job = started
     pieces = []
     try:
-        while (event := await _next(events))["type"] != "end":
+        while True:
+            try:
+                event = await asyncio.wait_for(_next(events), timeout=0.25)
+            except asyncio.TimeoutError:
+                if await request.is_disconnected():
+                    raise EngineError(499, "the client closed the request") from None
+                continue
+            if event["type"] == "end":
+                return "".join(pieces), event
             pieces.append(event["text"])
     finally:
         job.cancelled.set()  # a dropped request stops generating
-    return "".join(pieces), event
 
 
 def _histogram(name: str, help_text: str, counts: list[int]) -> list[str]:

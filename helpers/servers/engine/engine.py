@@ -186,7 +186,8 @@ class Engine:
                       "generation_seconds": 0.0, "queue_seconds": 0.0}
         self.batch_sizes = [0] * (max_batch + 1)  # decode steps per number of sequences in the step
         self.recent: deque[tuple[float, int]] = deque(maxlen=4096)  # (time, tokens) of recent steps
-        threading.Thread(target=self._decode, daemon=True).start()
+        self.decoder = threading.Thread(target=self._decode, name="decoder", daemon=True)
+        self.decoder.start()
 
     # -- prompts
 

@@ -6,10 +6,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
+MAX_STOP_CHARS = 256  # a stop string is checked against the end of the text at every token
+
+
 def _stop_list(value) -> list[str]:
     stops = [value] if isinstance(value, str) else (value or [])
-    if len(stops) > 4 or any(not s for s in stops):
-        raise ValueError("stop: at most 4 non-empty strings")
+    if len(stops) > 4 or any(not s or len(s) > MAX_STOP_CHARS for s in stops):
+        raise ValueError(f"stop: at most 4 non-empty strings of at most {MAX_STOP_CHARS} characters")
     return stops
 
 

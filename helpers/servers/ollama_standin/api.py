@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 import asyncio
+import fnmatch
+import ipaddress
 import json
+import socket
+import threading
 import time
+import traceback
 import uuid
 from datetime import datetime, timezone
 
@@ -15,7 +20,7 @@ from helpers.formats.chat_format import compile_template, openai_tool_calls
 from helpers.servers.ollama_standin.errors import OllamaError, now_iso
 from helpers.servers.ollama_standin.options import DEFAULT_OPTIONS, check_options, keep_alive_seconds
 from helpers.servers.ollama_standin.runners import Service
-from helpers.servers.ollama_standin.store import MEDIA, model_name
+from helpers.servers.ollama_standin.store import MEDIA, inside, model_name, name_parts
 from helpers.system.paths import file_sha256
 
 VERSION = "0.0.0-standin"
@@ -76,6 +81,10 @@ async def _body(request: Request) -> dict:
         raise OllamaError(400, f"invalid JSON: {err}") from err
     if not isinstance(body, dict):
         raise OllamaError(400, "request body must be a JSON object")
+    try:  # JSON may carry a lone UTF-16 surrogate ("\ud800"): not Unicode text, and llama.cpp cannot parse it
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise OllamaError(400, "invalid JSON: a lone UTF-16 surrogate is not Unicode text") from err
     return body
 
 
@@ -87,15 +96,17 @@ def _ndjson(stream):
 
 
 def _pieces(produce):
-    """Run ``produce(on_text)`` and yield ("text", piece) as it streams, then ("done", result) or ("error", err)."""
+    """Run ``produce(on_text, cancelled)`` and yield ("text", piece) as it streams, then ("done", result) or ("error",
+    err). A client that goes away closes the stream, which cancels the generation."""
     queue: asyncio.Queue = asyncio.Queue()
+    cancelled = threading.Event()
 
     async def on_text(piece):
         await queue.put(("text", piece))
 
     async def runner():
         try:
-            await queue.put(("done", await produce(on_text)))
+            await queue.put(("done", await produce(on_text, cancelled)))
         except OllamaError as err:
             await queue.put(("error", err))
 
@@ -108,20 +119,95 @@ def _pieces(produce):
                 if kind != "text":
                     break
         finally:
+            cancelled.set()
             await task
     return events()
 
 
-def create_app(service: Service) -> FastAPI:
+async def _finish(request: Request, produce):
+    """``produce(None, cancelled)`` to its end, cancelled when the client goes away before it (a request that is
+    not streamed would otherwise hold its slot until the whole answer is made for nobody)."""
+    cancelled = threading.Event()
+    task = asyncio.ensure_future(produce(None, cancelled))
+    while not task.done():
+        await asyncio.wait({task}, timeout=0.25)
+        if not task.done() and await request.is_disconnected():
+            cancelled.set()
+    return task.result()
+
+
+# Origins Ollama allows by default (envconfig.AllowedOrigins), OLLAMA_ORIGINS adds to them
+DEFAULT_ORIGINS = tuple(f"{scheme}://{host}{port}" for host in ("localhost", "127.0.0.1", "0.0.0.0")
+                        for scheme in ("http", "https") for port in ("", ":*")) + (
+    "app://*", "file://*", "tauri://*", "vscode-webview://*", "vscode-file://*")
+
+
+def origin_allowed(origin: str, extra: tuple[str, ...] = ()) -> bool:
+    """Whether a browser page from ``origin`` may call the server (Ollama's CORS rule: its list, wildcards allowed)."""
+    return any(fnmatch.fnmatchcase(origin, allowed) for allowed in DEFAULT_ORIGINS + extra)
+
+
+def host_allowed(host: str) -> bool:
+    """Whether a request addressed to ``host`` (its Host header) may reach a server that listens on loopback:
+    an IP that is loopback, private or unspecified, ``localhost``, this machine's name, or a name under .localhost,
+    .local or .internal (Ollama's allowedHostsMiddleware) — a DNS-rebinding page's host is none of them."""
+    if host.startswith("["):  # an IPv6 address, with or without a port
+        name = host[1:host.find("]")] if "]" in host else host[1:]
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    name = name.lower()
+    try:
+        address = ipaddress.ip_address(name)
+        return address.is_loopback or address.is_private or address.is_unspecified
+    except ValueError:
+        pass
+    return name in ("", "localhost", socket.gethostname().lower()) or name.endswith((".localhost", ".local", ".internal"))
+
+
+class LocalOnly:
+    """ASGI middleware, as Ollama guards its API: a request from a browser page whose Origin is not allowed is 403
+    (a page elsewhere cannot drive the server, even with a body a browser sends without asking, e.g. text/plain);
+    so is one addressed to a host that is not local while the server listens on loopback (DNS rebinding). Pure
+    ASGI, not Starlette's BaseHTTPMiddleware, which would hide a client's disconnect from the endpoints."""
+
+    def __init__(self, app, origins: tuple[str, ...], check_host: bool):
+        self.app, self.origins, self.check_host = app, origins, check_host
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        origin = headers.get("origin")
+        if (origin and not origin_allowed(origin, self.origins)) or (
+                self.check_host and not host_allowed(headers.get("host", ""))):
+            return await PlainTextResponse("", status_code=403)(scope, receive, send)
+        if not origin:
+            return await self.app(scope, receive, send)
+
+        async def allow(message):
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []),
+                                      (b"access-control-allow-origin", origin.encode("latin-1"))]
+            await send(message)
+        return await self.app(scope, receive, allow)
+
+
+def create_app(service: Service, listen: str = "127.0.0.1", origins: tuple[str, ...] = ()) -> FastAPI:
+    """The API. ``listen``: the address the server is bound to (on loopback, requests must name a local host);
+    ``origins``: browser origins allowed beside Ollama's defaults (``OLLAMA_ORIGINS``)."""
     app = FastAPI(title="Ollama API stand-in on llama.cpp (not Ollama)")
+    on_loopback = listen in ("localhost", "") or ipaddress.ip_address(listen.strip("[]")).is_loopback
+
+    app.add_middleware(LocalOnly, origins=origins, check_host=on_loopback)
 
     @app.exception_handler(OllamaError)
     async def _ollama_error(request, err: OllamaError):
         return JSONResponse({"error": err.message}, status_code=err.status)
 
     @app.exception_handler(Exception)
-    async def _unexpected(request, err: Exception):
-        return JSONResponse({"error": f"{type(err).__name__}: {err}"}, status_code=500)
+    async def _unexpected(request, err: Exception):  # the reason goes to the log, not to the client
+        traceback.print_exception(err)
+        return JSONResponse({"error": "internal server error"}, status_code=500)
 
     @app.get("/", response_class=PlainTextResponse)
     @app.head("/", response_class=PlainTextResponse)
@@ -168,10 +254,11 @@ def create_app(service: Service) -> FastAPI:
     @app.post("/api/copy")
     async def copy(request: Request):
         body = await _body(request)
-        source = service.store.manifest(model_name(body.get("source") or ""))
+        source_name, destination = model_name(body.get("source") or ""), model_name(body.get("destination") or "")
+        source = service.store.manifest(source_name)
         if source is None:
-            raise OllamaError(404, f"model '{body.get('source')}' not found")
-        service.store.write_manifest(model_name(body.get("destination") or ""), source["layers"])
+            raise OllamaError(404, f"model '{source_name}' not found")
+        service.store.write_manifest(destination, source["layers"])
         return JSONResponse(None, status_code=200)
 
     @app.get("/api/ps")
@@ -194,11 +281,9 @@ def create_app(service: Service) -> FastAPI:
     async def pull(request: Request):
         body = await _body(request)
         name = model_name(body.get("model") or body.get("name") or "")
-        repo, tag = name.rsplit(":", 1)
-        source = service.library / repo / tag
+        source = inside(service.library, *name_parts(name))
         if not (source / "model.gguf").exists():
-            raise OllamaError(404, f"pull model manifest: file does not exist (no {repo}:{tag} in the local library "
-                                   f"{service.library})")
+            raise OllamaError(404, f"pull model manifest: file does not exist (no {name} in the stand-in's library)")
 
         async def statuses():
             yield {"status": "pulling manifest"}
@@ -269,9 +354,10 @@ def create_app(service: Service) -> FastAPI:
             return _ndjson(replay())
         return events[-1]
 
-    async def _generate_like(body: dict, chat: bool):
+    async def _generate_like(request: Request, body: dict, chat: bool):
         """Shared by /api/chat and /api/generate: resolve, render, run; streaming or not."""
         model = service.store.model(body.get("model") or "")
+        service.check_queue()  # a full queue is 503, before anything is loaded or streamed (as Ollama answers it)
         options = service.options_for(model, body.get("options"))
         keep = keep_alive_seconds(body.get("keep_alive"))
         stream = body.get("stream", True)
@@ -313,14 +399,16 @@ def create_app(service: Service) -> FastAPI:
                 return {**base, "message": message}
             return {**base, "response": text}
 
+        def produce(on_text, cancelled):
+            return service.run(model, prompt_text, options, fmt, keep, tool_names, on_text, cancelled)
+
         if not stream:
-            outcome = await service.run(model, prompt_text, options, fmt, keep, tool_names)
+            outcome = await _finish(request, produce)
             return {**pack(outcome.content, outcome.tool_calls), "done_reason": outcome.done_reason, "done": True,
                     **outcome.stats}
 
         async def chunks():
-            async for kind, value in _pieces(lambda on_text: service.run(model, prompt_text, options, fmt, keep,
-                                                                         tool_names, on_text)):
+            async for kind, value in _pieces(produce):
                 if kind == "text":
                     yield {**pack(value), "done": False}
                 elif kind == "error":
@@ -333,11 +421,11 @@ def create_app(service: Service) -> FastAPI:
 
     @app.post("/api/chat")
     async def chat(request: Request):
-        return await _generate_like(await _body(request), chat=True)
+        return await _generate_like(request, await _body(request), chat=True)
 
     @app.post("/api/generate")
     async def generate(request: Request):
-        return await _generate_like(await _body(request), chat=False)
+        return await _generate_like(request, await _body(request), chat=False)
 
     # -- Ollama's OpenAI-compatible endpoints
 
@@ -365,8 +453,12 @@ def create_app(service: Service) -> FastAPI:
             return JSONResponse({"error": {"message": err.message, "type": "invalid_request_error", "param": None,
                                            "code": None}}, status_code=err.status)
         rid, created = f"chatcmpl-{uuid.uuid4().int % 1000}", int(time.time())
+
+        def produce(on_text, cancelled):
+            return service.run(model, prompt_text, options, None, 300.0, tool_names, on_text, cancelled)
+
         if not body.get("stream"):
-            outcome = await service.run(model, prompt_text, options, None, 300.0, tool_names)
+            outcome = await _finish(request, produce)
             message = {"role": "assistant", "content": outcome.content}
             if outcome.tool_calls:
                 message["tool_calls"] = openai_tool_calls(outcome.tool_calls)
@@ -382,8 +474,7 @@ def create_app(service: Service) -> FastAPI:
                 return "data: " + json.dumps({"id": rid, "object": "chat.completion.chunk", "created": created,
                                               "model": model.name, "system_fingerprint": "fp_ollama",
                                               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}) + "\n\n"
-            async for kind, value in _pieces(lambda on_text: service.run(model, prompt_text, options, None, 300.0,
-                                                                         tool_names, on_text)):
+            async for kind, value in _pieces(produce):
                 if kind == "text":
                     yield chunk({"role": "assistant", "content": value})
                 elif kind == "error":

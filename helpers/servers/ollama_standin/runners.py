@@ -14,6 +14,7 @@ from helpers.formats.tool_formats import PHI4_END, PHI4_START, StreamSplitter
 from helpers.servers.ollama_standin.errors import OllamaError
 from helpers.servers.ollama_standin.options import DEFAULT_OPTIONS, LOAD_OPTIONS, check_options
 from helpers.servers.ollama_standin.store import Model, Store
+from helpers.system.cpus import available_cpus
 
 
 @dataclass
@@ -29,22 +30,25 @@ class Runner:
 
 
 class Runners:
-    """GGUFs loaded on demand, unloaded after keep_alive; reloaded when a load option changes."""
+    """GGUFs loaded on demand, unloaded after keep_alive; reloaded when a load option changes — once the requests
+    running on the old settings have finished (as Ollama's scheduler waits for a runner to be idle), so no request
+    runs with another request's num_ctx."""
 
     def __init__(self, parallel: int = 2):
         self.parallel = parallel
         self.loaded: dict[Path, Runner] = {}
-        self.lock = threading.Lock()
+        self.changed = threading.Condition()
 
     def acquire(self, model: Model, options: dict, keep_alive: float) -> tuple[Runner, float]:
         """The runner for ``model`` with ``options``' load settings; returns it and the seconds spent loading."""
         import xllamacpp
 
         load = {key: options[key] for key in LOAD_OPTIONS if key in options}
-        with self.lock:
+        with self.changed:
             self.expire()
-            runner = self.loaded.get(model.gguf)
-            if runner and runner.load != load and runner.busy == 0:
+            while (runner := self.loaded.get(model.gguf)) and runner.load != load and runner.busy:
+                self.changed.wait()
+            if runner and runner.load != load:
                 del self.loaded[model.gguf]
                 runner = None
             start = time.perf_counter()
@@ -66,13 +70,15 @@ class Runners:
             return runner, time.perf_counter() - start
 
     def release(self, runner: Runner) -> None:
-        with self.lock:
+        with self.changed:
             runner.busy -= 1
             self.expire()
+            self.changed.notify_all()
 
     def unload(self, gguf: Path) -> None:
-        with self.lock:
+        with self.changed:
             self.loaded.pop(gguf, None)
+            self.changed.notify_all()
 
     def expire(self) -> None:
         for path, runner in list(self.loaded.items()):
@@ -111,16 +117,25 @@ class Outcome:
     stats: dict
 
 
-class Service:
-    """The stand-in's state: the store, the local library it pulls from, and the runners."""
+# Ollama's answer when more requests wait than OLLAMA_MAX_QUEUE allows (server/sched.go), with status 503
+BUSY = "server busy, please try again.  maximum pending requests exceeded"
 
-    def __init__(self, store: Store, library: Path, parallel: int = 2):
+
+class Service:
+    """The stand-in's state: the store, the local library it pulls from, the runners, and the requests in flight
+    (at most ``parallel`` generating and ``max_queue`` waiting, as Ollama's OLLAMA_NUM_PARALLEL / OLLAMA_MAX_QUEUE)."""
+
+    def __init__(self, store: Store, library: Path, parallel: int = 2, max_queue: int = 512):
         self.store, self.library, self.runners = store, library, Runners(parallel)
         self.templates: dict[tuple, tuple] = {}
         self.hidden: dict[Path, tuple[str, ...]] = {}
+        self.trained_context: dict[Path, int] = {}
+        self.max_pending, self.pending = parallel + max_queue, 0
 
     def render(self, model: Model, messages: list[dict], tools: list[dict], override: str | None = None) -> str:
         """The prompt for ``messages`` by the model's Jinja chat template (or ``override``)."""
+        if override is not None and not isinstance(override, str):
+            raise OllamaError(400, "template must be a string")
         key = (model.gguf, model.template, override)
         if key not in self.templates:
             source = override or model.template or gguf.read_metadata(model.gguf).get("tokenizer.chat_template", "")
@@ -140,9 +155,25 @@ class Service:
         return self.hidden[model.gguf]
 
     async def run(self, model: Model, prompt: str, options: dict, fmt, keep_alive: float, tool_names: list[str] | None,
-                  on_text=None) -> Outcome:
+                  on_text=None, cancelled: threading.Event | None = None) -> Outcome:
         """Generate for ``prompt`` on the model's runner; ``on_text(piece)`` receives visible text as it streams.
-        ``tool_names``: the offered tools (a call is held back and parsed), or None."""
+        ``tool_names``: the offered tools (a call is held back and parsed), or None. Setting ``cancelled`` (the
+        client went away) stops the generation at its next token. 503 when the queue is full."""
+        self.check_queue()
+        self.pending += 1
+        try:
+            return await self._run(model, prompt, options, fmt, keep_alive, tool_names, on_text,
+                                   cancelled or threading.Event())
+        finally:
+            self.pending -= 1
+
+    def check_queue(self) -> None:
+        """503 (Ollama's words) when as many requests are in flight as the queue holds."""
+        if self.pending >= self.max_pending:
+            raise OllamaError(503, BUSY)
+
+    async def _run(self, model: Model, prompt: str, options: dict, fmt, keep_alive: float,
+                   tool_names: list[str] | None, on_text, cancelled: threading.Event) -> Outcome:
         start = time.perf_counter()
         runner, load_s = await asyncio.to_thread(self.runners.acquire, model, options, keep_alive)
         splitter = StreamSplitter(tool_names, hidden=self.hidden_tokens(model))
@@ -153,8 +184,9 @@ class Service:
                 collected.append(piece)
         request = {**llama_request(prompt, options, fmt), "stream": True}
 
-        def deliver(chunk) -> None:  # must return None: xllamacpp stops streaming when a callback returns a truthy value
+        def deliver(chunk) -> bool | None:  # xllamacpp stops generating when the callback returns a truthy value
             loop.call_soon_threadsafe(queue.put_nowait, chunk)
+            return cancelled.is_set() or None
 
         def generate():
             try:
@@ -196,4 +228,17 @@ class Service:
         return Outcome("".join(collected), calls, "length" if reason == "length" else "stop", stats)
 
     def options_for(self, model: Model, request_options) -> dict:
-        return {**DEFAULT_OPTIONS, **model.params, **check_options(request_options)}
+        """Ollama's defaults, the model's PARAMETERs and the request's options, with what a request may load bounded
+        as Ollama bounds it: ``num_ctx`` to the context the model was trained with (llm/server.go), and here also
+        ``num_thread`` to the CPUs this process may use and ``num_batch`` to the context."""
+        options = {**DEFAULT_OPTIONS, **model.params, **check_options(request_options)}
+        if model.gguf not in self.trained_context:
+            meta = gguf.read_metadata(model.gguf)
+            arch = meta.get("general.architecture", "")
+            self.trained_context[model.gguf] = int(meta.get(f"{arch}.context_length") or options["num_ctx"])
+        options["num_ctx"] = max(1, min(options["num_ctx"], self.trained_context[model.gguf]))
+        if "num_thread" in options:
+            options["num_thread"] = max(1, min(options["num_thread"], available_cpus()))
+        if "num_batch" in options:
+            options["num_batch"] = max(1, min(options["num_batch"], options["num_ctx"]))
+        return options

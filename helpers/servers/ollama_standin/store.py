@@ -16,11 +16,41 @@ MEDIA = {"model": "application/vnd.ollama.image.model", "system": "application/v
          "params": "application/vnd.ollama.image.params", "template": "application/vnd.ollama.image.template"}
 
 
-def model_name(name: str) -> str:
-    """Ollama's name normalisation: ``phi4-mini`` -> ``phi4-mini:latest``."""
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][\w.\-/]*(:[\w.\-]+)?", name or ""):
-        raise OllamaError(400, f'invalid model name "{name}"' if name else "model is required")
-    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+# Ollama's name rules (types/model/name.go): [host/][namespace/]model[:tag]. Every part starts with a letter, a
+# digit or "_" and holds letters, digits, "_", "-" and "."; a namespace holds no ".", only a host may hold ":" (a
+# port); a host has at most 350 characters, the other parts 80. Anything else is 400 "invalid model name" — so no
+# name can climb out of the store ("..", "/", empty parts), as CVE-2024-37032 showed a digest could.
+_PART = {"host": re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,349}"), "namespace": re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]{0,79}"),
+         "model": re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,79}"), "tag": re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,79}")}
+_KINDS = {1: ("model",), 2: ("namespace", "model"), 3: ("host", "namespace", "model")}
+DIGEST = re.compile(r"sha256[:-]([0-9a-f]{64})")  # what a blob may be called: sha256 and 64 lower-case hex digits
+
+
+def name_parts(name) -> tuple[str, ...]:
+    """``name``'s parts (host, namespace, model as given) and its tag (``latest`` when none), checked as Ollama
+    checks them: 400 "invalid model name" otherwise."""
+    if not isinstance(name, str) or not name:
+        raise OllamaError(400, "model is required")
+    base, tag = name.rsplit(":", 1) if name.rfind(":") > name.rfind("/") else (name, "latest")
+    parts = base.split("/")
+    kinds = _KINDS.get(len(parts))
+    if kinds is None or not all(_PART[kind].fullmatch(part) for kind, part in zip(kinds + ("tag",), parts + [tag])):
+        raise OllamaError(400, "invalid model name")
+    return (*parts, tag)
+
+
+def model_name(name) -> str:
+    """Ollama's name normalisation: ``phi4-mini`` -> ``phi4-mini:latest`` (400 for a name Ollama refuses)."""
+    *parts, tag = name_parts(name)
+    return f"{'/'.join(parts)}:{tag}"
+
+
+def inside(root: Path, *parts: str) -> Path:
+    """``root`` joined with ``parts``, refused (400) unless it resolves to a path inside ``root``."""
+    path = root.joinpath(*parts).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise OllamaError(400, "invalid model name")
+    return path
 
 
 @dataclass
@@ -46,8 +76,12 @@ class Store:
         (root / "blobs").mkdir(parents=True, exist_ok=True)
         (root / "manifests").mkdir(parents=True, exist_ok=True)
 
-    def blob(self, digest: str) -> Path:
-        return self.root / "blobs" / digest.replace(":", "-")
+    def blob(self, digest) -> Path:
+        """The file of a layer, by its digest (``sha256:<64 hex>``; 400 for anything else)."""
+        match = DIGEST.fullmatch(digest) if isinstance(digest, str) else None
+        if not match:
+            raise OllamaError(400, f"invalid digest {str(digest)[:80]!r}")
+        return inside(self.root / "blobs", f"sha256-{match.group(1)}")
 
     def put_bytes(self, data: bytes, media: str) -> dict:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -56,8 +90,7 @@ class Store:
         return {"mediaType": media, "digest": digest, "size": len(data)}
 
     def _manifest_path(self, name: str) -> Path:
-        repo, tag = model_name(name).rsplit(":", 1)
-        return self.root / "manifests" / repo / tag
+        return inside(self.root / "manifests", *name_parts(name))
 
     def manifest(self, name: str) -> dict | None:
         path = self._manifest_path(name)
@@ -103,14 +136,13 @@ class Store:
             manifest = self.manifest(other)
             used |= {layer["digest"] for layer in manifest["layers"]} | {manifest["config"]["digest"]}
         for blob in (self.root / "blobs").iterdir():
-            if blob.name.replace("-", ":", 1) not in used:
+            if DIGEST.fullmatch(blob.name) and blob.name.replace("-", ":", 1) not in used:
                 blob.unlink()
 
 
 def publish(library: Path, name: str, gguf: Path, params: dict | None = None, system: str = "") -> Path:
     """Put a GGUF into the local library as ``name`` (``repo:tag``), for ``/api/pull`` to fetch."""
-    repo, tag = model_name(name).rsplit(":", 1)
-    folder = library / repo / tag
+    folder = inside(library, *name_parts(name))
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / "model.gguf"
     if not target.exists() or not target.samefile(gguf):
