@@ -8,7 +8,7 @@ STAMP := $(VENV)/.requirements-installed
 # The machine's pip config names local indexes that may be absent; pip warns once per package.
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: setup engine browser lab jupyter present test nano nano-train clean
+.PHONY: setup engine browser sandbox lab jupyter present test nano nano-train clean
 
 setup: $(STAMP)  ## the kernel's virtualenv (.venv): torch, then the project (pip install -e .) with requirements.txt
 
@@ -21,7 +21,7 @@ $(STAMP): requirements.txt pyproject.toml helpers/system/venvs.py
 	touch $@
 
 MODEL ?= qwen2.5-coder-0.5b
-lab: setup engine  ## every notebook in order with papermill into runs/ (MODEL=phi4-nano for the fast one)
+lab: setup engine sandbox  ## every notebook in order with papermill into runs/ (MODEL=phi4-nano for the fast one)
 	$(VENV)/bin/slm-lab --model $(MODEL)
 
 jupyter: setup  ## open JupyterLab on the notebooks
@@ -44,7 +44,10 @@ engine:  ## a Docker engine + offline base image for the docker tests (installs 
 browser:  ## Debian's Chromium + chromium-driver for the browser tests (installs them as root on Debian)
 	bash tests/setup-browser.sh
 
-test: setup engine browser  ## unit tests, real backends, a real Docker engine, every notebook under papermill
+sandbox:  ## bubblewrap, the sandbox graded code runs in (installs it as root on Debian; else says how)
+	bash tests/setup-sandbox.sh
+
+test: setup engine browser sandbox  ## unit tests, real backends, a real Docker engine, every notebook under papermill
 	$(PY) -m pytest -c tests/pytest.ini --rootdir=. $(PYTEST_ARGS)
 
 clean:

@@ -31,7 +31,8 @@ from pathlib import Path
 
 import requests
 
-from helpers.deploy.spec import IMAGE_LABEL, LABEL, OFFLINE_BASE, BackendSpec, docker_run_kwargs
+from helpers.deploy.spec import IMAGE_LABEL, LABEL, BackendSpec, docker_run_kwargs
+from helpers.system.machine import OFFLINE_BASE
 from helpers.system.paths import cache_dir
 
 

@@ -11,9 +11,6 @@ from pathlib import Path
 
 LABEL = "slm-deploy-lab"  # on containers the runtime starts: what cleanup() removes
 IMAGE_LABEL = f"{LABEL}.image"  # on images the lab builds; a key of its own, for containers inherit image labels
-# The offline base image compose/engine/setup-local-engine.sh makes where no registry is reachable;
-# Dockerfiles that take ``ARG BASE`` build FROM it when it exists, FROM their public default otherwise.
-OFFLINE_BASE = "slm-deploy-lab/base:bookworm"
 
 
 def memory_limit(need: float) -> str:

@@ -86,6 +86,7 @@ def run(backend, tasks: list, progress: bool = True, desc: str = "suite") -> lis
         try:
             answer, calls = backend.complete(task)
             ok, why = grading.grade(task, answer)
+            ok = bool(ok)  # code not graded (no sandbox here) counts as not passed; ``why`` says so
         except Exception as err:  # an API error is a failed task, reported with its reason
             answer, ok, why = "", False, f"{type(err).__name__}: {str(err)[:200]}"
         results.append(Result(task.family, task.key, ok, why, answer, time.perf_counter() - start, calls))

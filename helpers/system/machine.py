@@ -11,6 +11,9 @@ from dataclasses import asdict, dataclass
 from helpers.system.paths import cache_dir
 
 RUNTIMES = ("local", "docker")
+# The offline base image compose/engine/setup-local-engine.sh makes where no registry is reachable (Debian bookworm
+# with python3); Dockerfiles that take ``ARG BASE`` build FROM it when it exists, FROM their public default otherwise.
+OFFLINE_BASE = "slm-deploy-lab/base:bookworm"
 
 
 @dataclass

@@ -5,21 +5,18 @@ the answer's concluding line (rounded as written, hours given as hours and minut
 function the model wrote under a related name, a Fibonacci function that returns the sequence
 (its documented contract) instead of one number, yes/no in other words.
 
-Generated code never runs in the kernel: ``grade_code`` runs it in a separate
-Python process (isolated mode, no site-packages, a timeout, no network) against
-hidden tests.
+Generated code never runs in the kernel, nor unconfined: ``grade_code`` runs it in a sandbox
+(``helpers.tasks.sandbox``: no network, nothing of the learner's files or environment, resource
+limits, a timeout) against hidden tests, or reports it "not graded" where no sandbox works.
 """
 from __future__ import annotations
 
-import functools
 import json
 import re
-import shutil
-import subprocess
-import sys
 
 from helpers.formats.chat_format import strip_special
 from helpers.formats.tool_formats import parse_tool_calls
+from helpers.tasks import sandbox
 
 _NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?")
 _CODE_RE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|$)", re.S)
@@ -114,29 +111,25 @@ print(json.dumps(failed))
 """
 
 
-@functools.cache
-def _sandbox() -> list[str]:
-    """``unshare -rn`` (a new user and network namespace: no interfaces but loopback, and loopback down)
-    where the kernel allows it; else nothing, and the runner's socket guard alone keeps the network out."""
-    if shutil.which("unshare") and subprocess.run(["unshare", "-rn", "true"], capture_output=True).returncode == 0:
-        return ["unshare", "-rn"]
-    return []
+def grade_code(text: str, function: str, tests: list, timeout: float = 10.0) -> tuple[bool | None, str]:
+    """Run the answer's code, confined (``helpers.tasks.sandbox``), against ``tests`` ((args, result) pairs).
 
-
-def grade_code(text: str, function: str, tests: list, timeout: float = 10.0) -> tuple[bool, str]:
-    """Run the answer's code in a subprocess against ``tests`` ((args, result) pairs).
-
-    Returns (passed, detail): detail names the failing test, the exception or the timeout.
+    Returns (passed, detail): detail names the failing test, the exception or the timeout. Where no sandbox works
+    on this machine the code is not run: (None, "not graded: …").
     """
     payload = json.dumps([extract_code(text), function, [[list(a), r] for a, r in tests]])
+    outcome = sandbox.run(_RUNNER, stdin=payload, timeout=timeout)
+    if not outcome.ran:
+        return None, f"not graded: {outcome.why}"
+    if outcome.timed_out:
+        return False, outcome.why
+    if outcome.returncode != 0:
+        lines = outcome.stderr.strip().splitlines()
+        return False, lines[-1] if lines else f"exit {outcome.returncode}"
     try:
-        proc = subprocess.run([*_sandbox(), sys.executable, "-I", "-S", "-c", _RUNNER], input=payload, capture_output=True,
-                              text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return False, f"timed out after {timeout:.0f} s"
-    if proc.returncode != 0:
-        return False, proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
-    failed = json.loads(proc.stdout)
+        failed = json.loads(outcome.stdout)
+    except json.JSONDecodeError:
+        return False, f"no result: {outcome.stdout[-200:]!r}"
     return (not failed), ("ok" if not failed else f"{function}{tuple(failed[0][0])} returned {failed[0][2]}, "
                                                    f"expected {failed[0][1]!r}")
 

@@ -61,8 +61,13 @@ class Chapter:
         notebook stops when it does not hold."""
         self.summary.check(check_id, condition, str(detail), text=text)
 
-    def grade(self, check_id: str, text: str, ok: bool, answer="", detail="") -> bool:
-        """Answer quality: hard for a model with known answers, else a warning (the answer is recorded)."""
+    def grade(self, check_id: str, text: str, ok: bool | None, answer="", detail="") -> bool:
+        """Answer quality: hard for a model with known answers, else a warning (the answer is recorded). ``ok`` None:
+        the answer could not be graded here (generated code with no sandbox to run it in): recorded as such."""
+        if ok is None:
+            self.summary.note(check_id, False, str(detail), text, answer=str(answer)[:2000], soft=True, not_graded=True)
+            print(f"– {text}: {detail}")
+            return False
         return self.summary.grade(check_id, ok, str(detail), answer=str(answer)[:2000], hard=self.model.exact,
                                   text=text)
 
