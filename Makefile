@@ -8,7 +8,7 @@ STAMP := $(VENV)/.requirements-installed
 # The machine's pip config names local indexes that may be absent; pip warns once per package.
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: setup engine browser sandbox lab jupyter present test nano nano-train clean
+.PHONY: setup engine browser sandbox lab jupyter present test nano nano-train clean clean-cache
 
 setup: $(STAMP)  ## the kernel's virtualenv (.venv): torch, then the project (pip install -e .) with requirements.txt
 
@@ -50,5 +50,11 @@ sandbox:  ## bubblewrap, the sandbox graded code runs in (installs it as root on
 test: setup engine browser sandbox  ## unit tests, real backends, a real Docker engine, every notebook under papermill
 	$(PY) -m pytest -c tests/pytest.ini --rootdir=. $(PYTEST_ARGS)
 
-clean:
-	rm -rf runs/
+clean:  ## remove runs/ (executed notebooks and reports) after asking; YES=1 does not ask. Caches: make clean-cache
+	@if [ ! -d runs ]; then echo "nothing to clean: runs/ does not exist"; exit 0; fi; \
+	 size=$$(du -sh runs | cut -f1); n=$$(find runs -name '*.ipynb' | wc -l); \
+	 if [ "$(YES)" = 1 ]; then answer=y; else read -r -p "delete runs/ ($$n executed notebooks, $$size)? [y/N] " answer; fi; \
+	 if [ "$$answer" = y ]; then rm -rf runs/ && echo "runs/ removed"; else echo "kept runs/"; fi
+
+clean-cache: setup  ## list the lab's caches with sizes and remove stale entries (ALL=1: the whole cache, after asking)
+	$(VENV)/bin/slm-lab-cache $(if $(filter 1,$(ALL)),--all,--remove-stale)

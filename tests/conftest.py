@@ -58,3 +58,66 @@ def small_notebook(path, parameters: str, *sources: str):
     nb.cells += [nbformat.v4.new_code_cell(s) for s in sources]
     nbformat.write(nb, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def learners_own(tmp_path_factory):
+    """A learner's own Docker things, named as the docs name them: Ollama's `ollama` volume (with a file in it), a
+    container named `ollama`, and a compose project `slm-engine` with a volume of its own. Made here where missing
+    (and removed at the end); where the machine already has them they are only looked at. ``check()`` says
+    whether all of them are still there, untouched."""
+    import subprocess
+
+    import docker
+
+    from helpers.deploy.compose import compose_command
+    from helpers.system.machine import OFFLINE_BASE
+
+    client = docker.from_env()
+    made = []
+    try:
+        client.volumes.get("ollama")
+    except docker.errors.NotFound:
+        client.volumes.create("ollama")
+        made.append(("volume", "ollama"))
+        client.containers.run(OFFLINE_BASE, ["sh", "-c", "echo mine > /data/notes"], remove=True,
+                              volumes={"ollama": {"bind": "/data", "mode": "rw"}})
+    try:
+        client.containers.get("ollama")
+    except docker.errors.NotFound:
+        client.containers.run(OFFLINE_BASE, ["sleep", "infinity"], name="ollama", detach=True)
+        made.append(("container", "ollama"))
+    stack = tmp_path_factory.mktemp("learners-stack") / "compose.yaml"
+    stack.write_text(f"services:\n  app:\n    image: {OFFLINE_BASE}\n    command: [sleep, infinity]\n"
+                     "    volumes: [data:/data]\nvolumes:\n  data:\n")
+    compose = compose_command()
+    project = [*compose, "-p", "slm-engine", "-f", str(stack)] if compose else None
+    if project and not client.containers.list(filters={"label": "com.docker.compose.project=slm-engine"}):
+        subprocess.run([*project, "up", "-d"], check=True, capture_output=True)
+        made.append(("stack", "slm-engine"))
+
+    def check() -> list[str]:
+        missing = []
+        try:
+            notes = client.containers.run(OFFLINE_BASE, ["cat", "/data/notes"], remove=True,
+                                          volumes={"ollama": {"bind": "/data", "mode": "ro"}})
+            if ("volume", "ollama") in made and notes.strip() != b"mine":
+                missing.append("the ollama volume's file")
+        except docker.errors.ContainerError:
+            missing.append("the ollama volume's file")
+        if client.containers.get("ollama").status != "running":
+            missing.append("the ollama container")
+        if project and not client.containers.list(filters={"label": "com.docker.compose.project=slm-engine"}):
+            missing.append("the slm-engine stack")
+        if project and not client.volumes.list(filters={"label": "com.docker.compose.project=slm-engine"}):
+            missing.append("the slm-engine stack's volume")
+        return missing
+
+    yield check
+    for kind, name in reversed(made):
+        if kind == "stack":
+            subprocess.run([*project, "down", "-v"], capture_output=True)
+        elif kind == "container":
+            client.containers.get(name).remove(force=True)
+        else:
+            client.volumes.get(name).remove(force=True)

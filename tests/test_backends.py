@@ -38,13 +38,14 @@ def test_vllm_on_a_gpu_serves_phi4_mini_from_the_hub_with_its_parser():
     assert "--gpu-memory-utilization" in cmd and "--quantization" not in cmd and "mem_limit" not in kw
     (request,) = kw["device_requests"]
     assert request["Count"] == -1 and request["Capabilities"] == [["gpu"]]
-    assert kw["volumes"][str(vllm.HF_CACHE)] == {"bind": "/root/.cache/huggingface", "mode": "rw"}
+    assert kw["volumes"][vllm.HF_CACHE_VOLUME] == {"bind": "/root/.cache/huggingface", "mode": "rw"}  # the lab's volume
 
 
 def test_vllm_on_a_cpu_follows_vllms_cpu_image_docs_and_the_cards_memory():
     spec, kw = _docker("vllm", PHI, gpu=False)
     assert kw["image"] == f"vllm/vllm-openai-cpu:v{vllm.VERSION}-x86_64" and "device_requests" not in kw
-    assert kw["cap_add"] == ["SYS_NICE"] and kw["security_opt"] == ["seccomp=unconfined"] and kw["shm_size"] == "4g"
+    assert kw["cap_drop"] == ["ALL"] and kw["cap_add"] == ["SYS_NICE"] and kw["shm_size"] == "4g"
+    assert kw["security_opt"] == ["no-new-privileges:true", "seccomp=unconfined"] and kw["pids_limit"] > 0
     assert "--enforce-eager" in kw["command"] and kw["environment"]["VLLM_CPU_KVCACHE_SPACE"] == "1"
     assert kw["mem_limit"] == "15g" == memory_limit(PHI.needs["vllm"].ram)
     assert _docker("vllm", NANO, gpu=False, model_path=Path("/m"))[1]["mem_limit"] == "4g"
@@ -105,7 +106,7 @@ def test_ollama_image_is_pinned_with_a_volume_and_gpu_only_when_present():
     for gpu, available in ((True, True), (True, False), (False, True)):
         spec, kw = _docker("ollama", QWEN, gpu, model_path=Path("/lib"), gpu_available=available)
         assert kw["image"].startswith("ollama/ollama:") and not kw["image"].endswith(":latest")
-        assert kw["volumes"] == {"ollama": {"bind": "/root/.ollama", "mode": "rw"}}
+        assert kw["volumes"] == {"slm-deploy-lab-ollama": {"bind": "/root/.ollama", "mode": "rw"}}  # not the learner's
         assert kw["ports"] == {"11434/tcp": ("127.0.0.1", 18000)} and kw["command"] is None
         assert ("device_requests" in kw) == (gpu and available)
         assert spec.health_path == "/" and spec.api == "ollama"  # no curl in the image: checked from outside
@@ -123,7 +124,8 @@ def test_dry_run_commands_are_the_deploy_layers_own():
     spec, kw = _docker("vllm", PHI, gpu=False)
     line = docker_command(kw)
     assert line.startswith("docker run -d --name slm-deploy-lab-vllm-18000 -p 127.0.0.1:18000:8000")
-    assert "--cap-add SYS_NICE --security-opt seccomp=unconfined" in line and "--memory 15g --shm-size 4g" in line
+    assert "--cap-drop ALL --cap-add SYS_NICE --security-opt no-new-privileges:true --security-opt seccomp=unconfined" \
+        in line and "--memory 15g --shm-size 4g" in line
     assert line.endswith("--max-model-len 4096 --dtype bfloat16 --enable-auto-tool-choice --tool-call-parser "
                          "phi4_mini_json --chat-template /vllm-workspace/examples/tool_chat_template_phi4_mini.jinja "
                          "--enforce-eager")

@@ -24,16 +24,25 @@ def test_every_stack_is_there():
 
 def test_lint_catches_the_seeds_flaws():
     rules = {f.rule for p in compose_lint.SEED_COMPOSE_FILES for f in compose_lint.lint(p)}
-    assert {"obsolete-version", "unpinned-image", "no-limits", "root-user", "no-curl", "no-healthcheck"} <= rules
+    assert {"obsolete-version", "unpinned-image", "no-limits", "root-user", "no-curl", "no-healthcheck",
+            "public-port"} <= rules
 
 
 @pytest.mark.parametrize("service, rule", [
     ({"image": "x:latest"}, "unpinned-image"), ({"image": "x"}, "unpinned-image"), ({"privileged": True}, "privileged"),
     ({"environment": {"HF_TOKEN": "hf_abc"}}, "inline-secret"), ({"environment": ["API_KEY=1"]}, "inline-secret"),
     ({"user": "0"}, "root-user"), ({"image": "ollama/ollama:1", "healthcheck": {"test": ["CMD", "curl", "x"]}}, "no-curl"),
+    ({"ports": ["8000:8000"]}, "public-port"), ({"ports": ["0.0.0.0:8000:8000"]}, "public-port"), ({"ports": ["8000"]}, "public-port"),
+    ({"ports": [{"target": 80, "published": 8080}]}, "public-port"), ({"ports": ["[::]:80:80"]}, "public-port"),
 ])
 def test_lint_rules(service, rule):
     assert rule in {f.rule for f in compose_lint.lint_config({"services": {"s": service}})}
+
+
+@pytest.mark.parametrize("port", ["127.0.0.1:8000:8000", "127.0.0.1:${PORT:-80}:80", "[::1]:80:80",
+                                  {"target": 80, "published": 80, "host_ip": "127.0.0.1"}, {"target": 80}])
+def test_ports_on_loopback_pass(port):
+    assert "public-port" not in {f.rule for f in compose_lint.lint_config({"services": {"s": {"ports": [port]}}})}
 
 
 def test_waivers_silence_a_rule_and_jobs_need_no_healthcheck():
@@ -88,10 +97,28 @@ def test_model_dependent_stack_values_come_from_the_environment():
     assert "mkdir -p /models && chown convert:convert /models" in dockerfile  # a fresh volume is writable by the job
 
 
-def test_validation_is_skipped_not_failed_without_docker_compose(monkeypatch):
-    monkeypatch.setattr(compose_lint.shutil, "which", lambda name: None)
+def test_validation_is_skipped_not_failed_without_compose(monkeypatch):
+    monkeypatch.setattr(compose_lint, "compose_command", lambda: None)
     valid, detail = compose_lint.validate(compose_lint.COMPOSE_FILES[0])
     assert valid is None and "not installed" in detail
+
+
+@pytest.mark.parametrize("v2, v1, expected", [(0, 0, ("docker", "compose")), (1, 0, ("docker-compose",)), (1, 1, None)])
+def test_compose_v2_first_v1_accepted(monkeypatch, v2, v1, expected):
+    """One place decides: the `docker compose` plugin where it answers (Docker Desktop, docker-ce), else v1."""
+    from helpers.deploy import compose
+
+    codes = {("docker", "compose"): v2, ("docker-compose",): v1}
+
+    def run(argv, **kwargs):
+        return type("Done", (), {"returncode": codes[tuple(argv[:-1])]})()
+
+    compose.compose_command.cache_clear()
+    monkeypatch.setattr(compose.subprocess, "run", run)
+    try:
+        assert compose.compose_command() == expected
+    finally:
+        compose.compose_command.cache_clear()
 
 
 def test_overview_has_a_clean_row_per_file():

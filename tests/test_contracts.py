@@ -35,6 +35,8 @@ def test_every_backend_starts_every_model_on_both_runtimes(backend, model, tmp_p
         spec = entry.spec(card, "docker", gpu, tmp_path / "model")
         kwargs = docker_run_kwargs(spec, spec.image or f"lab/{spec.name}:local", 18000, gpu_available=gpu)
         assert all(host == "127.0.0.1" for host, _ in kwargs["ports"].values())  # published on loopback only
+        assert kwargs["cap_drop"] == ["ALL"] and "no-new-privileges:true" in kwargs["security_opt"]  # the stacks' hardening
+        assert kwargs["pids_limit"] > 0 and (spec.mem_limit or gpu)
         assert docker_command(kwargs).startswith("docker run -d") and spec.api == entry.api
     assert entry.loads(card)
 

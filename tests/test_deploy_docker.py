@@ -1,12 +1,15 @@
 """DockerRuntime against a real Docker engine, with an image the project builds itself."""
 import os
+import subprocess
+import sys
 import time
 
 import pytest
 import requests
 
 from helpers.deploy import runtimes
-from helpers.deploy.spec import BackendSpec, IMAGE_LABEL, LABEL
+from helpers.deploy.spec import IMAGE_LABEL, LABEL, OWNER, BackendSpec
+from helpers.deploy.spec import process_started as spec_started
 from helpers.system.paths import REPO
 
 pytestmark = pytest.mark.docker
@@ -70,10 +73,27 @@ def test_health_timeout_removes_the_container(runtime, existing):
     assert _labelled(runtime) <= existing
 
 
-def test_cleanup_removes_strays(runtime):
+def test_cleanup_and_sweep_touch_only_what_they_own(runtime):
+    """cleanup() removes this process's containers; a sweep removes those of a dead kernel; a live kernel's (make
+    present) and a learner's own (no lab label) are left alone."""
     image = runtime.ensure_image(_spec(), progress=False)
-    stray = runtime.client.containers.run(image, detach=True, labels={LABEL: "1"})
-    assert stray.name in runtime.cleanup() and not _labelled(runtime)
+    dead_owner = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                                text=True).stdout.strip()
+    owners = {"mine": OWNER, "dead": {**OWNER, f"{LABEL}.session": "gone", f"{LABEL}.owner-pid": dead_owner},
+              "live": {**OWNER, f"{LABEL}.session": "another", f"{LABEL}.owner-pid": "1",
+                       f"{LABEL}.owner-started": spec_started(1)}}
+    made = {name: runtime.client.containers.run(image, detach=True, labels={LABEL: "1", **labels})
+            for name, labels in owners.items()}
+    learners = runtime.client.containers.run(image, detach=True, name=f"learners-own-{os.getpid()}")
+    try:
+        assert runtime.sweep() == [made["dead"].name]
+        assert runtime.cleanup() == [made["mine"].name]
+        made["live"].reload()
+        learners.reload()
+        assert made["live"].status in ("running", "created") and learners.status in ("running", "created")
+    finally:
+        for container in (made["live"], learners):
+            container.remove(force=True)
 
 
 def test_containers_of_lab_images_are_not_the_runtimes(runtime, existing):

@@ -1,4 +1,5 @@
 """LocalRuntime with real processes: health, logs, fail-fast, stop, cleanup, no orphans."""
+import json
 import os
 import subprocess
 import sys
@@ -8,7 +9,8 @@ import pytest
 import requests
 
 from helpers.deploy import runtimes
-from helpers.deploy.spec import BackendSpec
+from helpers.deploy.spec import LABEL, OWNER, BackendSpec
+from helpers.deploy.spec import process_started as spec_started
 from helpers.workbook import runner
 
 HTTP_SERVER = [sys.executable, "-m", "http.server", "{port}", "--bind", "127.0.0.1"]
@@ -60,15 +62,34 @@ def test_timeout_kills_the_process(runtime):
     assert not list(runtime.state_dir.glob("*.json"))
 
 
-def test_cleanup_kills_strays_of_earlier_kernels(tmp_path):
-    argv = [sys.executable, "-c", "import time; time.sleep(600)", "stray"]
-    stray = subprocess.Popen(argv, start_new_session=True)
+def _record(state_dir, proc, argv, labels):
     deadline = time.monotonic() + 10
-    while not runtimes._same_process(stray.pid, argv) and time.monotonic() < deadline:
+    while not runtimes._same_process(proc.pid, argv) and time.monotonic() < deadline:
         time.sleep(0.05)  # until the child has exec'd (before that it shows the parent's cmdline)
-    (tmp_path / f"{stray.pid}.json").write_text(f'{{"pid": {stray.pid}, "argv": {__import__("json").dumps(argv)}}}')
-    assert runtimes.LocalRuntime(state_dir=tmp_path).cleanup() == [stray.pid]
-    stray.wait(timeout=10)
+    (state_dir / f"{proc.pid}.json").write_text(json.dumps({"pid": proc.pid, "argv": argv, "labels": labels}))
+
+
+def test_strays_of_dead_kernels_are_swept_and_a_live_kernels_are_not(tmp_path):
+    """A backend whose kernel was killed without a goodbye goes at the next start; one that belongs to a kernel still
+    running (make present beside a notebook) stays, and cleanup() takes only this process's own."""
+    dead_owner = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                                text=True).stdout.strip()
+    dead = {**OWNER, f"{LABEL}.session": "gone", f"{LABEL}.owner-pid": dead_owner}
+    live = {**OWNER, f"{LABEL}.session": "another-kernel", f"{LABEL}.owner-pid": "1",
+            f"{LABEL}.owner-started": spec_started(1)}
+    procs = {}
+    for name, labels in (("dead", dead), ("live", live), ("mine", OWNER)):
+        argv = [sys.executable, "-c", "import time; time.sleep(600)", name]
+        procs[name] = subprocess.Popen(argv, start_new_session=True)
+        _record(tmp_path, procs[name], argv, labels)
+    runtime = runtimes.LocalRuntime(state_dir=tmp_path)  # its start sweeps
+    procs["dead"].wait(timeout=10)
+    assert procs["live"].poll() is None and procs["mine"].poll() is None
+    assert runtime.cleanup() == [procs["mine"].pid]
+    procs["mine"].wait(timeout=10)
+    assert procs["live"].poll() is None
+    procs["live"].kill()
+    procs["live"].wait()
 
 
 def test_failed_notebook_leaves_no_orphan_process(tmp_path):

@@ -32,7 +32,7 @@ REQUIRED_CHECKS = {
 MODEL_CHECKS = {
     (NANO, "03_onnx_conversion"): ["longrope-optimum-diverges", "longrope-genai-follows"],
     (NANO, "05_comparison"): ["no-lower-score", "suite-agreement:ollama"],
-    (NANO, "06_production"): ["engine-hardened", "no-request-failed", "lb-every-replica", "replicas-served", "vllm-metrics",
+    (NANO, "06_production"): ["engine-hardened", "api-key", "no-request-failed", "lb-every-replica", "replicas-served", "vllm-metrics",
                               "stack-removed"],
 }
 
@@ -76,8 +76,14 @@ def _executed(path, params, tmp_path):
 
 
 @pytest.mark.parametrize("path, params", NOTEBOOK_RUNS)
-def test_notebook_executes(path, params, tmp_path, nano):
+def test_notebook_executes(path, params, tmp_path, nano, request):
+    docker = params["runtime"] == "docker" or path.stem == "06_production"
+    learners_own = request.getfixturevalue("learners_own") if docker else None
     summary = _executed(path, params, tmp_path)
+    if learners_own:  # the lab's docker work, and its cleanup, left the learner's own stack, container and volume
+        from helpers.deploy import runtimes
+        runtimes.DockerRuntime().cleanup()
+        assert not learners_own(), f"touched: {learners_own()}"
     required = REQUIRED_CHECKS.get(path.stem, []) + MODEL_CHECKS.get((params["model"], path.stem), [])
     if params["model"] != NANO and path.stem == "05_comparison":  # llama.cpp runs the 4-bit GGUF: measured, not asserted
         required = [c for c in required if c != "suite-agreement:ollama"]

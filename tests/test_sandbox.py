@@ -37,7 +37,7 @@ def victim(tmp_path):
 
 
 def _answer(body: str) -> str:
-    return f"```python\ndef f():\n" + "".join(f"    {line}\n" for line in body.splitlines()) + "```"
+    return "```python\ndef f():\n" + "".join(f"    {line}\n" for line in body.splitlines()) + "```"
 
 
 def _strays() -> list[str]:

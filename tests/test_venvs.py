@@ -1,5 +1,6 @@
 """Where torch comes from, the vLLM virtualenv's recipe, and image wheelhouses made for the image's Python."""
 import json
+import os
 import sys
 import zipfile
 
@@ -46,3 +47,26 @@ def test_a_wheelhouse_for_another_python_holds_that_pythons_wheels(tmp_path, mon
     folder = venvs.wheelhouse(("numpy==2.4.6",), progress=False)
     wheel = next(folder.glob("numpy-*.whl"))
     assert "-cp312-cp312-manylinux" in wheel.name and zipfile.is_zipfile(wheel)
+
+
+def test_the_cache_report_finds_what_is_stale(tmp_path):
+    import time
+
+    from helpers.system import cache
+
+    def make(kind, name, days_ago, size=10):
+        path = tmp_path / kind / name
+        path.mkdir(parents=True)
+        (path / "data").write_bytes(b"x" * size)
+        used = time.time() - days_ago * 86400
+        (path / cache.USED).touch()
+        os.utime(path / cache.USED, (used, used))
+        return path
+
+    fresh, old = make("onnx", "abc", 1), make("onnx", "def", 40)
+    newer, older = make("venvs", "vllm-cpu-1111", 0), make("venvs", "vllm-cpu-2222", 5)
+    building = make("weights", ".hf-123.building", 0)
+    found = cache.entries(tmp_path)
+    assert {e.name: e.bytes for e in found}["abc"] == 10
+    stale = cache.stale(found, days=30)
+    assert set(stale) == {old, older, building} and fresh not in stale and newer not in stale

@@ -17,6 +17,7 @@ from helpers.tasks.curriculum import CODE_SYSTEMS, MATH_SYSTEMS
 
 IMAGE = "ollama/ollama:0.18.2"  # pinned; phi4-mini needs Ollama >= 0.5.13
 PORT = 11434
+MODELS_VOLUME = "slm-deploy-lab-ollama"  # the lab's own: a learner's `ollama` volume (Ollama's docs' name) stays theirs
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Ollama(Backend):
     options_type = OllamaOptions
 
     def spec(self, card, runtime: str, gpu: bool = False, model_path: Path | None = None) -> BackendSpec:
-        """The official image (models in the named volume ``ollama``), or the lab's Ollama-API stand-in on
+        """The official image (models in the lab's named volume), or the lab's Ollama-API stand-in on
         llama.cpp (not Ollama) pulling from a local library: as a process, or as a local image."""
         if runtime == "local":
             return BackendSpec(name="ollama-standin", port=0, health_path="/", api="ollama",
@@ -57,7 +58,7 @@ class Ollama(Backend):
                  **source_files("helpers.servers.ollama_standin.__main__")}
         need = card.needs["gguf"]
         # The image has no curl: its health is checked from outside (GET / answers "Ollama is running").
-        return BackendSpec(name="ollama", port=PORT, image=IMAGE, volumes={"ollama": "/root/.ollama"},
+        return BackendSpec(name="ollama", port=PORT, image=IMAGE, volumes={MODELS_VOLUME: "/root/.ollama"},
                            env={"OLLAMA_KEEP_ALIVE": "5m", "OLLAMA_HOST": f"0.0.0.0:{PORT}"},
                            mem_limit=None if gpu else memory_limit(need.ram + 1), gpu=gpu, health_path="/", api="ollama",
                            standin=StandIn(dockerfile="compose/ollama/Dockerfile.standin", files=files,

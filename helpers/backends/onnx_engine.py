@@ -57,7 +57,7 @@ class SLMEngine(Backend):
             wheels=DIR / "requirements.txt",
             command=self.arguments(card, f"/models/{model_path.name}"),  # host and port: the image's ENTRYPOINT
             volumes={str(model_path.parent): "/models:ro"}, mem_limit=memory_limit(card.needs["onnx"].ram),
-            health_path="/health", api="openai")
+            health_path="/health", api="openai", read_only=True)  # it writes nothing; non-root by its image
 
     @staticmethod
     def arguments(card, model: str) -> list[str]:

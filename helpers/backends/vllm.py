@@ -21,7 +21,7 @@ GPU_IMAGE = f"vllm/vllm-openai:v{VERSION}"
 # vLLM's CPU image (docs/getting_started/installation/cpu.x86.inc.md of the pinned release)
 CPU_IMAGE = f"vllm/vllm-openai-cpu:v{VERSION}-x86_64"
 LAB_PARSER = REPO / "compose" / "vllm" / "lab_tool_parser.py"  # registers --tool-call-parser slm_lab
-HF_CACHE = Path.home() / ".cache" / "huggingface"
+HF_CACHE_VOLUME = "slm-deploy-lab-hf-cache"  # the image's Hugging Face cache: the lab's volume, not the learner's folder
 # A model's chat template for vLLM may name this one: Phi-4-mini's own template reads tools only from the system
 # message, while vLLM passes them as the ``tools`` variable, which the lab's template (chat_format) reads.
 LAB_TEMPLATE = "lab:phi4-native"
@@ -117,7 +117,7 @@ class VLLM(Backend):
                 env={"VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1",
                      "VLLM_CPU_OMP_THREADS_BIND": omp_threads_bind(), "HF_HUB_OFFLINE": "1",
                      "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"})
-        volumes = {str(HF_CACHE): "/root/.cache/huggingface"}
+        volumes = {HF_CACHE_VOLUME: "/root/.cache/huggingface"}
         if model_path:  # a folder on this machine, read-only; else the image downloads card's repo from the Hub
             volumes[str(model_path)] = f"/models/{card.key}:ro"
         model = f"/models/{card.key}" if model_path else card.source.repo
@@ -132,7 +132,9 @@ class VLLM(Backend):
             name="vllm", port=PORT, image=GPU_IMAGE if gpu else CPU_IMAGE, api="openai",
             command=self.arguments(card, runtime, gpu, model, PORT, "0.0.0.0", "/lab/compose/vllm/lab_tool_parser.py"),
             env=env, volumes=volumes, gpu=gpu, health_path="/health",
-            # vLLM's CPU docs: shared memory, SYS_NICE for its thread binding, and its seccomp note
+            # vLLM's CPU docs: shared memory, SYS_NICE for its thread binding (numa), and seccomp unconfined for the
+            # memory-policy system calls Docker's default profile blocks. As the linted compose file: the image runs
+            # as root and writes its compile caches at start-up, so its root filesystem stays writable.
             shm_size="4g", mem_limit=None if gpu else memory_limit(need.ram),
             cap_add=[] if gpu else ["SYS_NICE"], security_opt=[] if gpu else ["seccomp=unconfined"],
             standin=StandIn(dockerfile="compose/vllm/Dockerfile.standin",

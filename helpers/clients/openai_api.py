@@ -11,11 +11,12 @@ import time
 from helpers.clients.reply import Reply
 
 
-def client(base_url: str, timeout: float = 120):
-    """An ``openai.OpenAI`` client for a backend's ``/v1`` API (no key needed locally)."""
+def client(base_url: str, timeout: float = 120, api_key: str | None = None):
+    """An ``openai.OpenAI`` client for a backend's ``/v1`` API (``api_key``: where the server asks for one)."""
     from openai import OpenAI
 
-    return OpenAI(base_url=base_url.rstrip("/") + "/v1", api_key="not-needed", timeout=timeout, max_retries=0)
+    return OpenAI(base_url=base_url.rstrip("/") + "/v1", api_key=api_key or "not-needed", timeout=timeout,
+                  max_retries=0)
 
 
 def _tool_kwargs(tools: list[dict] | None) -> dict:

@@ -1,4 +1,4 @@
-"""Compose files: validation with docker-compose itself, and the project's security lint.
+"""Compose files: validation with Compose itself, and the project's security lint.
 
 Lint rules (error unless a file waives it with a reason under ``x-lint-waivers``):
 
@@ -11,7 +11,9 @@ Lint rules (error unless a file waives it with a reason under ``x-lint-waivers``
 - ``read-only``: root filesystem writable;
 - ``capabilities``: capabilities not dropped (``cap_drop: [ALL]``);
 - ``inline-secret``: a token/secret/password/key given literally in ``environment``;
-- ``no-curl``: a health check calling curl/wget in the ollama image, which ships neither.
+- ``no-curl``: a health check calling curl/wget in the ollama image, which ships neither;
+- ``public-port``: a port published on every interface (``"8000:8000"``, ``0.0.0.0``): anyone on the network
+  reaches an API without authentication; publish on ``127.0.0.1`` (or put an authenticating proxy in front).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import yaml
 
+from helpers.deploy.compose import compose_command
 from helpers.system.paths import REPO
 
 COMPOSE_FILES = sorted((REPO / "compose").glob("*/compose.yaml"))
@@ -41,16 +44,17 @@ class Finding:
 
 
 def validate(compose_file: Path) -> tuple[bool | None, str]:
-    """``docker-compose config -q`` on a copy of the file's folder where every ``X.env.example`` is ``X.env``;
-    None (not checked) where docker-compose is not installed."""
-    if not shutil.which("docker-compose"):
-        return None, "not checked: docker-compose is not installed (compose/engine/setup-local-engine.sh installs it)"
+    """``docker compose config -q`` (or v1's ``docker-compose``) on a copy of the file's folder where every
+    ``X.env.example`` is ``X.env``; None (not checked) where Compose is not installed."""
+    argv = compose_command()
+    if argv is None:
+        return None, "not checked: Compose is not installed (compose/engine/setup-local-engine.sh installs it)"
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / compose_file.parent.name
         shutil.copytree(compose_file.parent.parent, Path(tmp), dirs_exist_ok=True)  # siblings (../lb) resolve too
         for example in folder.glob("*.env.example"):
             shutil.copy(example, folder / example.name.removesuffix(".example"))
-        result = subprocess.run(["docker-compose", "-f", str(folder / compose_file.name), "config", "-q"],
+        result = subprocess.run([*argv, "-f", str(folder / compose_file.name), "config", "-q"],
                                 capture_output=True, text=True, cwd=folder)
     return result.returncode == 0, (result.stderr or result.stdout).strip()
 
@@ -99,7 +103,21 @@ def lint_config(config: dict, name: str = "<compose>") -> list[Finding]:
         test = " ".join(map(str, health.get("test") or [])) if isinstance(health.get("test"), list) else str(health.get("test", ""))
         if image.startswith(IMAGES_WITHOUT_CURL) and re.search(r"\b(curl|wget)\b", test):
             flag(svc_name, "no-curl", f"{image} ships neither curl nor wget: this health check always fails")
+        for port in svc.get("ports") or []:
+            if not published_on_loopback(port):
+                flag(svc_name, "public-port", f"port {port} is published on every interface, not on 127.0.0.1")
     return found
+
+
+def published_on_loopback(port) -> bool:
+    """Whether a ``ports:`` entry (short "host_ip:published:target" or long form) binds the host's loopback only; a
+    container-only port (no published side) publishes nothing."""
+    if isinstance(port, dict):
+        return "published" not in port or str(port.get("host_ip", "")).startswith(("127.", "::1", "[::1]"))
+    text = str(port)
+    if ":" not in text.replace("::1", ""):
+        return False  # "8000": published on a random host port, on every interface
+    return text.startswith(("127.", "[::1]:", "::1:", "localhost:"))
 
 
 def waivers(compose_file: Path) -> dict[str, str]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -31,7 +32,8 @@ from pathlib import Path
 
 import requests
 
-from helpers.deploy.spec import IMAGE_LABEL, LABEL, BackendSpec, docker_run_kwargs
+from helpers.deploy.spec import (IMAGE_LABEL, LABEL, OWNER, SESSION, BackendSpec, docker_run_kwargs,
+                                 owned_by_the_living)
 from helpers.system.machine import OFFLINE_BASE
 from helpers.system.paths import cache_dir
 
@@ -75,17 +77,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+_FIRST_ERROR = re.compile(r"error|exception|killed|cannot|can't|failed|no such|not found|denied|refused", re.I)
+
+
+def first_error(log: str) -> str:
+    """The first line of ``log`` that says what went wrong (a traceback's cause comes before its 40 lines)."""
+    return next((line.strip() for line in log.splitlines() if _FIRST_ERROR.search(line)), "")
+
+
 def wait_for_health(url: str, is_alive, logs, timeout: float, interval: float = 0.5) -> float:
     """Poll ``url`` until it answers 2xx; fail fast when ``is_alive()`` turns False.
 
-    Returns the seconds it took. Raises ``DeployError`` with ``logs()`` on exit or timeout.
+    Returns the seconds it took. Raises ``DeployError`` on exit or timeout: one line that says why first (what
+    ``is_alive`` reports, and the first error line of the log), then the log's last lines.
     """
     start = time.monotonic()
     last = "no answer yet"
     while time.monotonic() - start < timeout:
         alive, why = is_alive()
         if not alive:
-            raise DeployError(f"backend exited before it was healthy ({why}); last log lines:\n{logs()}")
+            log = logs()
+            cause = first_error(log)
+            raise DeployError(f"the backend exited before it was healthy: {why}" + (f" — {cause}" if cause else "")
+                              + f"\nlast log lines:\n{log}")
         try:
             response = requests.get(url, timeout=2)
             if response.ok:
@@ -114,6 +128,8 @@ class DockerRuntime:
         self.registry = registry_reachable() if registry is None else registry
         self._running: dict[str, Deployment] = {}
         atexit.register(self.stop_all)  # a kernel that ends (or fails) takes its containers along
+        if client is None:
+            self.sweep()  # what a kernel that was killed (the OOM killer, a power cut) left running
 
     def uses_standin(self, spec: BackendSpec) -> bool:
         """True when ``spec``'s official image is neither here nor pullable, so its stand-in runs."""
@@ -167,7 +183,9 @@ class DockerRuntime:
         standin = self.uses_standin(spec)
         image = self.ensure_image(spec, progress)
         host_port = host_port or free_port()
-        container = self.client.containers.run(**docker_run_kwargs(spec, image, host_port, self.gpu_available, standin))
+        kwargs = docker_run_kwargs(spec, image, host_port, self.gpu_available, standin)
+        self._volumes(kwargs["volumes"])
+        container = self.client.containers.run(**kwargs)
         deployment = Deployment(spec, f"http://127.0.0.1:{host_port}", self, container)
         self._running[container.id] = deployment
         try:
@@ -215,8 +233,11 @@ class DockerRuntime:
     @staticmethod
     def _alive(container) -> tuple[bool, str]:
         container.reload()
-        state = container.attrs["State"]
-        return state["Status"] in ("created", "running"), f"status {state['Status']}, exit code {state['ExitCode']}"
+        state, limit = container.attrs["State"], container.attrs["HostConfig"].get("Memory") or 0
+        if state.get("OOMKilled"):
+            return False, (f"killed by the kernel at its memory limit of {limit / 2**30:.1f} GiB (OOMKilled): "
+                           "it needs more memory than the limit allows")
+        return state["Status"] in ("created", "running"), f"{state['Status']}, exit code {state['ExitCode']}"
 
     def logs(self, deployment: Deployment, tail: int = 50) -> str:
         return deployment.handle.logs(tail=tail).decode(errors="replace")
@@ -237,12 +258,39 @@ class DockerRuntime:
         for deployment in list(self._running.values()):
             self.stop(deployment)
 
+    def _volumes(self, volumes: dict) -> None:
+        """Create the named volumes a container mounts (not host paths), labelled as the lab's and kept between runs
+        (pulled models); a volume of that name the lab did not create is refused, not shared."""
+        import docker
+
+        for name in (src for src in volumes if "/" not in src):
+            try:
+                labels = self.client.volumes.get(name).attrs.get("Labels") or {}
+            except docker.errors.NotFound:
+                self.client.volumes.create(name, labels={LABEL: "1", f"{LABEL}.keep": "1"})
+                continue
+            if LABEL not in labels:
+                raise DeployError(f"a Docker volume named {name!r} exists and is not the lab's: the lab does not use it")
+
     def cleanup(self) -> list[str]:
-        """Remove every container this lab labelled (strays after a crashed kernel)."""
+        """Remove the containers this process started (its session's), whatever state they are in."""
+        return self._remove({"label": f"{LABEL}.session={SESSION}"}, lambda labels: True)
+
+    def sweep(self) -> list[str]:
+        """Remove the lab's containers whose owner (a kernel, a test run) has died; never anyone else's."""
+        return self._remove({"label": LABEL}, lambda labels: not owned_by_the_living(labels))
+
+    def _remove(self, filters: dict, which) -> list[str]:
+        import docker
+
         removed = []
-        for container in self.client.containers.list(all=True, filters={"label": LABEL}):
-            container.remove(force=True)
-            removed.append(container.name)
+        for container in self.client.containers.list(all=True, filters=filters):
+            if f"{LABEL}.session" in container.labels and which(container.labels):
+                try:
+                    container.remove(force=True)
+                    removed.append(container.name)
+                except docker.errors.NotFound:
+                    pass
         return removed
 
 
@@ -298,6 +346,7 @@ class LocalRuntime:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._running: dict[int, Deployment] = {}
         atexit.register(self.stop_all)
+        self.sweep()
 
     def start(self, spec: BackendSpec, timeout: float = 300, host_port: int | None = None,
               progress: bool = True) -> Deployment:
@@ -312,7 +361,7 @@ class LocalRuntime:
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env={**os.environ, **spec.env}, start_new_session=True)
         (self.state_dir / f"{proc.pid}.json").write_text(json.dumps({"pid": proc.pid, "argv": argv,
-                                                                     "backend": spec.name}))
+                                                                     "backend": spec.name, "labels": OWNER}))
         deployment = Deployment(spec, f"http://127.0.0.1:{port}", self, proc, log_path)
         self._running[proc.pid] = deployment
         try:
@@ -349,16 +398,28 @@ class LocalRuntime:
             self.stop(deployment)
 
     def cleanup(self) -> list[int]:
-        """Kill processes that earlier kernels started and never stopped."""
+        """Kill the processes this process (its session) started and no longer tracks."""
+        return self._kill(lambda labels: labels.get(f"{LABEL}.session") == SESSION)
+
+    def sweep(self) -> list[int]:
+        """Kill the processes lab sessions started whose owner has died (a kernel killed without a goodbye); a
+        running kernel's backends (``make present`` beside a notebook) are left alone."""
+        return self._kill(lambda labels: not owned_by_the_living(labels))
+
+    def _kill(self, which) -> list[int]:
         killed = []
         for record in self.state_dir.glob("*.json"):
-            entry = json.loads(record.read_text())
+            try:
+                entry = json.loads(record.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
             pid = entry["pid"]
-            if pid not in self._running and _same_process(pid, entry["argv"]):
+            if pid in self._running or not which(entry.get("labels", {})):
+                continue
+            if _same_process(pid, entry["argv"]):
                 _kill_group(pid, grace=5)
                 killed.append(pid)
-            if pid not in self._running:
-                record.unlink(missing_ok=True)
+            record.unlink(missing_ok=True)
         return killed
 
 

@@ -5,12 +5,39 @@ env, volumes, health path, API flavour, limits), and the commands that do what a
 from __future__ import annotations
 
 import math
+import os
 import shlex
+import socket
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-LABEL = "slm-deploy-lab"  # on containers the runtime starts: what cleanup() removes
+LABEL = "slm-deploy-lab"  # on everything the lab creates: containers, volumes, networks, compose projects
 IMAGE_LABEL = f"{LABEL}.image"  # on images the lab builds; a key of its own, for containers inherit image labels
+
+
+def process_started(pid: int) -> str:
+    """When process ``pid`` started (a pid that has been reused started later), or "" where that is not known."""
+    try:
+        import psutil
+        return f"{psutil.Process(pid).create_time():.2f}"
+    except Exception:  # no psutil (an image), or no such process
+        return ""
+
+
+# This process (a notebook's kernel, a test run, make present): the owner of what the lab creates from it.
+SESSION = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+OWNER = {f"{LABEL}.session": SESSION, f"{LABEL}.owner-host": socket.gethostname(),
+         f"{LABEL}.owner-pid": str(os.getpid()), f"{LABEL}.owner-started": process_started(os.getpid())}
+
+
+def owned_by_the_living(labels: dict) -> bool:
+    """Whether the session that created a labelled thing is still running (on another host: assumed so)."""
+    if labels.get(f"{LABEL}.owner-host") != socket.gethostname():
+        return True
+    pid = labels.get(f"{LABEL}.owner-pid", "")
+    started = process_started(int(pid)) if pid.isdigit() else ""
+    return bool(started) and started == labels.get(f"{LABEL}.owner-started", started)
 
 
 def memory_limit(need: float) -> str:
@@ -54,8 +81,13 @@ class BackendSpec:
     gpu: bool = False  # ask for GPUs when the daemon can give them
     shm_size: str | None = None
     user: str | None = None
+    # The hardening of the linted compose stacks, on every container the deploy layer starts: every capability
+    # dropped (``cap_add`` gives back what an image needs, with its reason beside it), no new privileges, a PIDs
+    # limit, and a read-only root with a tmpfs /tmp where the image writes nothing else.
     cap_add: list[str] = field(default_factory=list)
-    security_opt: list[str] = field(default_factory=list)
+    security_opt: list[str] = field(default_factory=list)  # beside no-new-privileges
+    read_only: bool = False
+    pids_limit: int = 1024
     standin: StandIn | None = None  # what replaces ``image`` where no registry answers
 
 
@@ -69,7 +101,7 @@ def docker_run_kwargs(spec: BackendSpec, image: str, host_port: int, gpu_availab
         "image": image, "command": list(spec.command) or None, "detach": True,
         "name": f"{LABEL}-{spec.name}-{host_port}",
         "ports": {f"{spec.port}/tcp": ("127.0.0.1", host_port)},
-        "environment": dict(spec.env), "labels": {LABEL: "1", f"{LABEL}.backend": spec.name},
+        "environment": dict(spec.env), "labels": {LABEL: "1", f"{LABEL}.backend": spec.name, **OWNER},
         "volumes": {src: {"bind": dst.removesuffix(":ro"), "mode": "ro" if dst.endswith(":ro") else "rw"}
                     for src, dst in volumes.items()},
     }
@@ -81,10 +113,13 @@ def docker_run_kwargs(spec: BackendSpec, image: str, host_port: int, gpu_availab
         kwargs["shm_size"] = spec.shm_size
     if spec.user:
         kwargs["user"] = spec.user
+    kwargs["cap_drop"] = ["ALL"]
     if spec.cap_add:
         kwargs["cap_add"] = list(spec.cap_add)
-    if spec.security_opt:
-        kwargs["security_opt"] = list(spec.security_opt)
+    kwargs["security_opt"] = ["no-new-privileges:true", *spec.security_opt]
+    kwargs["pids_limit"] = spec.pids_limit
+    if spec.read_only:
+        kwargs["read_only"], kwargs["tmpfs"] = True, {"/tmp": ""}
     if spec.gpu and gpu_available:
         kwargs["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
     return kwargs
@@ -103,8 +138,13 @@ def docker_command(kwargs: dict) -> str:
     argv += [part for key, flag in flags.items() if key in kwargs for part in (flag, str(kwargs[key]))]
     if "nano_cpus" in kwargs:
         argv += ["--cpus", f"{kwargs['nano_cpus'] / 1e9:g}"]
+    argv += [part for cap in kwargs.get("cap_drop", []) for part in ("--cap-drop", cap)]
     argv += [part for cap in kwargs.get("cap_add", []) for part in ("--cap-add", cap)]
     argv += [part for opt in kwargs.get("security_opt", []) for part in ("--security-opt", opt)]
+    if "pids_limit" in kwargs:
+        argv += ["--pids-limit", str(kwargs["pids_limit"])]
+    if kwargs.get("read_only"):
+        argv += ["--read-only", *[part for path in kwargs.get("tmpfs", {}) for part in ("--tmpfs", path)]]
     if kwargs.get("device_requests"):
         argv += ["--gpus", "all"]
     argv += [part for key, value in kwargs["labels"].items() for part in ("--label", f"{key}={value}")]

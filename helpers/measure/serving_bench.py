@@ -62,13 +62,14 @@ async def _one(client, url: str, model: str, messages: list[dict], max_tokens: i
 
 
 async def _level(base_url: str, model: str, prompts: list[list[dict]], concurrency: int, requests: int,
-                 warmup: int, max_tokens: int, count) -> tuple[list[Sample], float, dict | None]:
+                 warmup: int, max_tokens: int, count, api_key: str | None) -> tuple[list[Sample], float, dict | None]:
     """The level's samples, its duration, and the engine's /metrics when the measured requests began."""
     import httpx
 
     url = base_url.rstrip("/") + "/v1/chat/completions"
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits) as client:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    async with httpx.AsyncClient(limits=limits, headers=headers) as client:
         for i in range(warmup):
             await _one(client, url, model, prompts[i % len(prompts)], max_tokens, count)
         before = _engine_metrics(base_url)
@@ -107,14 +108,15 @@ def summarize(samples: list[Sample], seconds: float, concurrency: int) -> dict:
 
 
 def sweep(base_url: str, model: str, prompts: list[list[dict]], count, levels=(1, 2, 4, 8), requests_per_level: int = 8,
-          warmup: int = 2, max_tokens: int = 64, progress: bool = True) -> list[dict]:
-    """The benchmark at each concurrency level; ``count(text)`` is the tokenizer's token count."""
+          warmup: int = 2, max_tokens: int = 64, progress: bool = True, api_key: str | None = None) -> list[dict]:
+    """The benchmark at each concurrency level; ``count(text)`` is the tokenizer's token count; ``api_key`` for a
+    server that asks for one."""
     from tqdm.auto import tqdm
 
     rows = []
     for level in tqdm(levels, desc=f"benchmark {model}", disable=not progress):
         samples, seconds, before = _run(_level(base_url, model, prompts, level, max(requests_per_level, level), warmup,
-                                               max_tokens, count))
+                                               max_tokens, count, api_key))
         rows.append(summarize(samples, seconds, level))
         if before is not None:  # the SLM Engine says how many sequences its decode steps held
             rows[-1]["batching"] = batching(before, _engine_metrics(base_url))

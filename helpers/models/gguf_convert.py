@@ -23,6 +23,8 @@ from pathlib import Path
 from helpers.system.paths import build_once, cache_dir, content_key
 
 LLAMA_CPP_PYTHON = "0.3.36"  # whose sdist vendors the converter
+# its sha256 as PyPI publishes it: the converter that runs here is the one that was reviewed
+LLAMA_CPP_PYTHON_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
 # f16 halves the weights; Q8_0 quantises them to 8 bits in blocks of 32. K-quants (Q4_K_M,
 # Ollama's default for phi4-mini) need llama.cpp's compiled llama-quantize, which no wheel
 # installable here ships; the Python converter writes f32/f16/bf16/q8_0 only.
@@ -44,8 +46,10 @@ def converter_dir() -> Path:
     """llama.cpp's converter (with conversion/ and gguf-py/), unpacked from the sdist once."""
     def fetch(tmp: Path) -> None:
         with tempfile.TemporaryDirectory() as download:
+            pinned = Path(download) / "requirements.txt"
+            pinned.write_text(f"llama-cpp-python=={LLAMA_CPP_PYTHON} --hash=sha256:{LLAMA_CPP_PYTHON_SHA256}\n")
             result = subprocess.run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "-q",
-                                     "--no-deps", "--no-binary", ":all:", f"llama-cpp-python=={LLAMA_CPP_PYTHON}",
+                                     "--no-deps", "--no-binary", ":all:", "--require-hashes", "-r", str(pinned),
                                      "-d", download], capture_output=True, text=True)
             if result.returncode:
                 raise RuntimeError(f"cannot download the llama-cpp-python sdist:\n{result.stderr[-1500:]}")

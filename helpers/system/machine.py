@@ -1,13 +1,14 @@
 """What this machine offers the lab: Python, memory, disk, Docker, GPU, registries; and which runtime to use."""
 from __future__ import annotations
 
-import os
 import platform
 import shutil
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
+from helpers.system.cpus import available_cpus
 from helpers.system.paths import cache_dir
 
 RUNTIMES = ("local", "docker")
@@ -31,9 +32,56 @@ class Environment:
     gpus: list[str]
     registry: bool = False  # Docker Hub answers: official images can be pulled
     gpu_memory_gb: float = 0.0  # the largest GPU's memory (0 without a GPU)
+    system: str = "Linux"  # platform.system(): Linux, Darwin, Windows
+    machine: str = "x86_64"  # the architecture by the name wheels use: x86_64, aarch64
+    wsl: bool = False  # Linux inside Windows (WSL2): its memory is what .wslconfig gives it
+    memory_limit_gb: float | None = None  # a cgroup's limit on this process (a container, WSL, a systemd slice)
+
+    @property
+    def memory_gb(self) -> float:
+        """The memory the lab may actually use: the machine's RAM, or less where a cgroup limits this process."""
+        return min(self.ram_gb, self.memory_limit_gb or self.ram_gb)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "memory_gb": self.memory_gb}
+
+
+ARCH = {"amd64": "x86_64", "x64": "x86_64", "x86_64": "x86_64", "arm64": "aarch64", "aarch64": "aarch64"}
+
+
+def architecture(machine: str | None = None) -> str:
+    """The architecture by the name Linux wheels and images use (macOS says arm64, Windows AMD64)."""
+    name = (machine or platform.machine()).lower()
+    return ARCH.get(name, name)
+
+
+def is_wsl() -> bool:
+    try:
+        return "microsoft" in Path("/proc/version").read_text().lower()
+    except OSError:
+        return False
+
+
+def cgroup_memory_limit(root: Path = Path("/sys/fs/cgroup"), proc: Path = Path("/proc/self/cgroup")) -> float | None:
+    """The memory limit (GB) of this process's cgroup, v2 (``memory.max``) or v1 (``memory.limit_in_bytes``), None
+    where none is set: what a container's ``--memory``, a systemd slice or a test's cgroup allows."""
+    try:
+        lines = proc.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        candidates = ([root / path.lstrip("/") / "memory.max"] if controllers == "" else
+                      [root / "memory" / path.lstrip("/") / "memory.limit_in_bytes"] if "memory" in controllers.split(",")
+                      else [])
+        for file in candidates:
+            try:
+                text = file.read_text().strip()
+            except OSError:
+                continue
+            if text.isdigit() and int(text) < 2**60:  # v1 says 9223372036854771712 for "none"
+                return round(int(text) / 2**30, 1)
+    return None
 
 
 def _cpu_flags() -> list[str]:
@@ -53,7 +101,11 @@ def docker_status(timeout: float = 5.0) -> tuple[str | None, bool, str | None]:
         info = client.info()
         return client.version().get("Version"), "nvidia" in info.get("Runtimes", {}), None
     except Exception as err:  # no SDK, no socket, daemon down: all mean "no Docker here"
-        return None, False, f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+        text = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+        if "PermissionError" in text or "Permission denied" in text:
+            text = ("the Docker daemon runs, but this user may not use its socket: add yourself to the `docker` group "
+                    "(sudo usermod -aG docker $USER, then log in again)")
+        return None, False, text
 
 
 def gpu_memory_gb(gpus: list[str]) -> float:
@@ -93,11 +145,12 @@ def check_environment() -> Environment:
     version, nvidia, error = docker_status()
     gpus = nvidia_gpus()
     return Environment(
-        python=sys.version.split()[0], platform=platform.platform(), cpus=os.cpu_count() or 1,
+        python=sys.version.split()[0], platform=platform.platform(), cpus=available_cpus(),
         ram_gb=round(mem.total / 2**30, 1), ram_available_gb=round(mem.available / 2**30, 1),
         disk_free_gb=round(shutil.disk_usage(cache_dir()).free / 2**30, 1), cpu_flags=_cpu_flags(),
         docker=version, docker_error=error, nvidia_runtime=nvidia, gpus=gpus,
         registry=bool(version) and registry_reachable(), gpu_memory_gb=gpu_memory_gb(gpus),
+        system=platform.system(), machine=architecture(), wsl=is_wsl(), memory_limit_gb=cgroup_memory_limit(),
     )
 
 
@@ -119,7 +172,9 @@ def resolve_runtime(requested: str, env: Environment) -> str:
 def describe(env: Environment) -> str:
     """A short text table of ``env`` and how it fits the seed's deployment profiles."""
     rows = [("Python", env.python), ("platform", env.platform), ("CPUs", f"{env.cpus} ({', '.join(env.cpu_flags)})"),
-            ("RAM", f"{env.ram_gb} GB ({env.ram_available_gb} GB free)"), ("disk free (cache)", f"{env.disk_free_gb} GB"),
+            ("RAM", f"{env.ram_gb} GB ({env.ram_available_gb} GB free)"
+                    + (f"; this process may use {env.memory_limit_gb} GB (cgroup limit)" if env.memory_limit_gb else "")),
+            ("disk free (cache)", f"{env.disk_free_gb} GB"),
             ("Docker daemon", env.docker or f"not reachable — {env.docker_error}"),
             ("Docker Hub", "reachable" if env.registry else "not reachable"),
             ("NVIDIA runtime in Docker", env.nvidia_runtime), ("GPUs", ", ".join(env.gpus) or "none")]

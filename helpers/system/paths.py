@@ -52,14 +52,13 @@ def build_once(final: Path, build, done: str) -> Path:
     Concurrent callers wait on a lock; only a finished build gets the final name,
     so an interrupted one leaves nothing that looks complete.
     """
-    if (final / done).exists():
-        return final
-    with locked(final.parent / ".lock"):
-        if (final / done).exists():
-            return final
-        tmp = final.parent / f".{final.name}.building"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        build(tmp)
-        tmp.rename(final)
+    if not (final / done).exists():
+        with locked(final.parent / ".lock"):
+            if not (final / done).exists():
+                tmp = final.parent / f".{final.name}.building"
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+                build(tmp)
+                tmp.rename(final)
+    (final / ".last-used").touch()  # what `make clean-cache` reads (helpers.system.cache)
     return final

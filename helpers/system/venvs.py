@@ -22,6 +22,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from helpers.system.cache import touch_used
 from helpers.system.paths import cache_dir, content_key
 
 TORCH = "torch==2.13.0"
@@ -127,6 +128,7 @@ def ensure_venv(recipe: VenvRecipe, progress: bool = True) -> Path:
     venv = venv_dir(recipe)
     done = venv / ".complete"
     if done.exists():
+        touch_used(venv)
         return venv
     shutil.rmtree(venv, ignore_errors=True)
     log = venv.with_suffix(".log")
@@ -182,9 +184,11 @@ def wheelhouse(requirements: Path | tuple[str, ...], progress: bool = True) -> P
     """
     recipe = {"python": IMAGE_PYTHON, "platforms": image_platforms(),
               "requirements": [] if isinstance(requirements, Path) else list(requirements)}
-    name = requirements.parent.name if isinstance(requirements, Path) else requirements[-1].split("==")[0]
+    name = (requirements.parent.name + ("" if requirements.stem == "requirements" else f"-{requirements.stem}")
+            if isinstance(requirements, Path) else requirements[-1].split("==")[0])
     folder = cache_dir() / "wheels" / f"{name}-{content_key(recipe, [requirements] if isinstance(requirements, Path) else [])}"
     if (folder / ".complete").exists():
+        touch_used(folder)
         return folder
     if progress:
         print(f"downloading wheels for Python {IMAGE_PYTHON} ({platform.machine()}): {name} …", flush=True)

@@ -87,9 +87,16 @@ class Chapter:
     def spec(self, backend: str, progress: bool = True) -> BackendSpec:
         return backends.get(backend).spec(self.model, self.runtime, self.gpu, self.prepare(backend, progress))
 
-    def start(self, backend: str, timeout: float = 600, progress: bool = True) -> runtimes.Deployment:
-        """Start ``backend`` serving the model on this runtime; stopped by ``finish`` if still running."""
+    def start(self, backend: str, timeout: float = 600, progress: bool = True,
+              extra_args: list[str] | tuple[str, ...] = ()) -> runtimes.Deployment:
+        """Start ``backend`` serving the model on this runtime; stopped by ``finish`` if still running.
+        ``extra_args``: server flags added to its command line (e.g. vLLM's ``--max-model-len 256``)."""
         spec = self.spec(backend, progress)
+        if extra_args:
+            with_args = spec.local_command if self.runtime == "local" else spec.command
+            if not with_args:  # Ollama's image: its settings are environment variables, a model's are in a Modelfile
+                raise ValueError(f"{backend} takes no command-line flags on the {self.runtime} runtime")
+            with_args += list(extra_args)
         backends.get(backend).setup(self.runtime, progress)
         server = runtimes.get(self.runtime).start(spec, timeout=timeout, progress=progress)
         self.servers.append(server)

@@ -20,6 +20,7 @@ from helpers.deploy.spec import LABEL, memory_limit
 from helpers.system.paths import REPO
 
 COMPOSE = REPO / "compose" / "onnx-engine" / "compose.yaml"
+PROJECT = "slm-lab-engine"  # the lab's own project name: the docs' `slm-engine` is the learner's
 LB_IMAGE = "haproxy:2.6.12"  # official; the stand-in installs Debian bookworm's haproxy 2.6.12
 CONVERT_FILES = {name: REPO / name for name in ("compose/onnx-engine/Dockerfile.convert", "compose/onnx-engine/convert.py",
                                                 "compose/onnx-engine/convert-requirements.txt")}
@@ -51,17 +52,17 @@ def readable(folder: Path) -> Path:
     return folder
 
 
-def stack(card, port: int, stats_port: int, cpus: float, lb_image: str) -> ComposeStack:
+def stack(card, port: int, stats_port: int, cpus: float, lb_image: str, api_key: str = "") -> ComposeStack:
     """The engine stack for ``card``: its variant, served name, context and memory from the model card; the convert
-    job reads the model's Hugging Face folder, mounted read-only."""
+    job reads the model's Hugging Face folder, mounted read-only; ``api_key``: the Bearer key the engines ask for."""
     variant = backends.get("onnx-engine").variant(card)
     precision = variant.removeprefix("genai-")
-    return ComposeStack(COMPOSE, "slm-engine", {
+    return ComposeStack(COMPOSE, PROJECT, {
         "CONVERT_MODEL": "/source", "CONVERT_SOURCE": readable(card.hf_folder(progress=False)),
         "CONVERT_PRECISION": precision,
         "ENGINE_VARIANT": variant, "SERVED_MODEL_NAME": card.served_name, "ENGINE_CONTEXT": card.context,
         "ENGINE_MEMORY": memory_limit(card.needs["onnx"].ram), "ENGINE_CPUS": cpus,
-        "ENGINE_PORT": port, "LB_STATS_PORT": stats_port, "LB_IMAGE": lb_image})
+        "ENGINE_PORT": port, "LB_STATS_PORT": stats_port, "LB_IMAGE": lb_image, "SLM_ENGINE_API_KEY": api_key})
 
 
 def lb_stats(stats_port: int) -> list[dict]:
@@ -78,20 +79,37 @@ def lb_stats(stats_port: int) -> list[dict]:
             and not r["status"].startswith("MAINT")]
 
 
-def up(card, port: int, stats_port: int, cpus: float, timeout: float = 900) -> ComposeStack:
+def up(card, port: int, stats_port: int, cpus: float, timeout: float = 900, api_key: str = "") -> ComposeStack:
     """Images built, the convert job run on ``card``'s folder, then one engine replica behind HAProxy, healthy."""
     built = images(card)
-    engine_stack = stack(card, port, stats_port, cpus, built["lb"])
-    engine_stack.down()  # leftovers of an interrupted run
-    print(engine_stack.compose("--profile", "convert", "run", "--rm", "convert").strip().splitlines()[-1])
+    engine_stack = stack(card, port, stats_port, cpus, built["lb"], api_key)
+    engine_stack.clear_leftovers()  # of an earlier run whose kernel died; never a project the lab does not own
+    _down_when_a_cell_fails(engine_stack)
+    print(engine_stack.run("--profile", "convert", "run", "--rm", "convert").strip().splitlines()[-1])
     seconds = engine_stack.up({"engine": 1}, timeout=timeout)
     print(f"healthy after {seconds:.1f} s; {card.served_name} ({backends.get('onnx-engine').variant(card)}) behind http://127.0.0.1:{port}, "
           f"HAProxy's stats at http://127.0.0.1:{stats_port}/stats")
     return engine_stack
 
 
+def _down_when_a_cell_fails(engine_stack: ComposeStack) -> None:
+    """In a notebook, take the stack down as soon as a cell fails (a learner who stops there leaves nothing running;
+    the kernel's exit does the same for a run papermill stops)."""
+    try:
+        shell = get_ipython()  # noqa: F821 - defined inside IPython only
+    except NameError:
+        return
+
+    def after(result):
+        if result.error_in_exec is not None and engine_stack.containers():
+            print("a cell failed: the engine stack is taken down (run the notebook's cells again to bring it up)")
+            engine_stack.down()
+            shell.events.unregister("post_run_cell", after)
+    shell.events.register("post_run_cell", after)
+
+
 def scale_out(engine_stack: ComposeStack, card, port: int, replicas: int, levels=None,
-              timeout: float = 900) -> dict:
+              timeout: float = 900, api_key: str = "") -> dict:
     """The same benchmark through HAProxy with one replica, then with ``replicas``; returns both sweeps and the
     ratio of their peak output tokens/s (shown, not asserted: it depends on the cores free). Requests, tokens per
     request and (unless ``levels`` is given) concurrency levels come from the model card's benchmark budget."""
@@ -105,7 +123,8 @@ def scale_out(engine_stack: ComposeStack, card, port: int, replicas: int, levels
 
     def sweep():
         return serving_bench.sweep(f"http://127.0.0.1:{port}", card.served_name, prompts, count,
-                                   levels or budget.bench_levels, budget.bench_requests, max_tokens=budget.bench_tokens)
+                                   levels or budget.bench_levels, budget.bench_requests, max_tokens=budget.bench_tokens,
+                                   api_key=api_key)
 
     sweeps = {"1 replica": sweep()}
     engine_stack.up({"engine": replicas}, timeout=timeout)
