@@ -8,7 +8,7 @@ STAMP := $(VENV)/.requirements-installed
 # The machine's pip config names local indexes that may be absent; pip warns once per package.
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: setup engine browser sandbox lab jupyter present test nano nano-train clean clean-cache
+.PHONY: setup doctor engine browser sandbox lab jupyter present test nano nano-train clean clean-cache
 
 setup: $(STAMP)  ## the kernel's virtualenv (.venv): torch, then the project (pip install -e .) with requirements.txt
 
@@ -19,6 +19,9 @@ $(STAMP): requirements.txt pyproject.toml helpers/system/venvs.py
 	$(PYTHON) -m helpers.system.venvs torch $(PY) 2>&1 | ($(QUIET_PIP))
 	$(PY) -m pip install -q -e . 2>&1 | ($(QUIET_PIP))
 	touch $@
+
+doctor: setup  ## what this machine offers, and for every model and backend whether it will run (and if not, why)
+	$(VENV)/bin/slm-lab-doctor
 
 MODEL ?= qwen2.5-coder-0.5b
 lab: setup engine sandbox  ## every notebook in order with papermill into runs/ (MODEL=phi4-nano for the fast one)

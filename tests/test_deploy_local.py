@@ -105,3 +105,17 @@ def test_failed_notebook_leaves_no_orphan_process(tmp_path):
         runner.run_notebook(path, tmp_path / "out")
     pid = __import__("json").loads((tmp_path / "out" / "00_orphan.summary.json").read_text())["values"]["pid"]
     assert _gone(pid), f"backend process {pid} outlived its kernel"
+
+
+def test_without_prctl_a_watcher_ends_the_backend_with_its_kernel():
+    """macOS has no PR_SET_PDEATHSIG: there the wrapper watches its parent instead (the branch forced here)."""
+    wrapper = runtimes._RUN_WHILE_PARENT_LIVES.replace('hasattr(ctypes.CDLL(None), "prctl")', "False")
+    kernel = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time\n"
+        f"proc = subprocess.Popen([sys.executable, '-c', {wrapper!r}, 'sleep', '876543'], start_new_session=True)\n"
+        "time.sleep(1.5)\nprint(proc.pid, flush=True)\n")], stdout=subprocess.PIPE, text=True)
+    wrapper_pid = int(kernel.stdout.readline())
+    kernel.wait()  # the "kernel" ends without stopping its backend
+    assert _gone(wrapper_pid, within=10), "the watcher did not notice its parent was gone"
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert "sleep 876543" not in ps

@@ -33,4 +33,5 @@ def test_gpu_memory_is_read_from_nvidia_smi_lines():
 def test_check_environment_reads_this_machine():
     env = machine.check_environment()
     assert env.cpus >= 1 and env.ram_gb > 0 and env.python.count(".") == 2
-    assert "Docker daemon" in machine.describe(env)
+    from helpers.workbook import doctor
+    assert "Docker" in doctor.describe_machine(env)

@@ -17,6 +17,11 @@ from helpers.deploy.spec import BackendSpec
 from helpers.system import venvs
 
 
+# The platforms a backend may be published for, by the names platform.system() and the wheels use
+LINUX_X86, LINUX_ARM = ("Linux", "x86_64"), ("Linux", "aarch64")
+MAC_ARM, MAC_X86 = ("Darwin", "aarch64"), ("Darwin", "x86_64")
+
+
 @dataclass(frozen=True)
 class SeedFacts:
     """Where the seed tutorial named a backend: its column in the seed's framework table, and its flaws there."""
@@ -39,6 +44,9 @@ class Backend:
     install: dict  # runtime -> what its first start needs
     streams_tool_calls: bool
     seed: SeedFacts | None = None  # None: the seed tutorial never named it
+    # runtime -> the (system, architecture) pairs its packages or images are published for (wheel tags on PyPI,
+    # image tags and docs; a Mac's Docker runs linux/aarch64 containers, WSL2 is Linux x86_64)
+    platforms: dict = {}
     options_type: type = Options
     local_venv: venvs.VenvRecipe | None = None  # its own virtualenv for the local runtime (conflicting pins)
 

@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from helpers.backends.base import Backend, Options, SeedFacts
+from helpers.backends.base import LINUX_ARM, LINUX_X86, MAC_ARM, MAC_X86, Backend, Options, SeedFacts
 from helpers.clients import ollama_api
 from helpers.deploy.context import source_files
 from helpers.deploy.spec import BackendSpec, StandIn, memory_limit
@@ -43,6 +43,8 @@ class Ollama(Backend):
             "the ollama/ollama image has no curl: use `ollama list` inside it, or check from outside (GET /).",
         "docker exec ollama create -f /tmp/… with heredocs":
             "the ollama client's create(model=, from_=, system=, parameters=) does it from the notebook."})
+    # the stand-in's llama.cpp (xllamacpp wheels): Linux and macOS on both; ollama/ollama: linux/amd64 and arm64
+    platforms = {"local": {LINUX_X86, LINUX_ARM, MAC_ARM, MAC_X86}, "docker": {LINUX_X86, LINUX_ARM, MAC_ARM}}
     options_type = OllamaOptions
 
     def spec(self, card, runtime: str, gpu: bool = False, model_path: Path | None = None) -> BackendSpec:

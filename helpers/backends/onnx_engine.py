@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers.backends.base import Backend, Options, SeedFacts
+from helpers.backends.base import LINUX_ARM, LINUX_X86, MAC_ARM, Backend, Options, SeedFacts
 from helpers.deploy.context import source_files
 from helpers.deploy.spec import BackendSpec, memory_limit
 from helpers.models import onnx_convert
@@ -39,6 +39,8 @@ class SLMEngine(Backend):
         "a custom /reasoning API without function calling":
             "/v1/chat/completions is OpenAI-compatible with tool calls, so notebook 01's client code works "
             "unchanged; /reasoning stays for the seed's examples."})
+    # onnxruntime and onnxruntime-genai wheels: manylinux x86_64 and aarch64, macOS arm64; the image is built here
+    platforms = {"local": {LINUX_X86, LINUX_ARM, MAC_ARM}, "docker": {LINUX_X86, LINUX_ARM, MAC_ARM}}
     options_type = EngineOptions
 
     def spec(self, card, runtime: str, gpu: bool = False, model_path: Path | None = None) -> BackendSpec:

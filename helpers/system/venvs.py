@@ -14,7 +14,6 @@ Stdlib only at import time: ``python3 -m helpers.system.venvs torch PYTHON`` run
 from __future__ import annotations
 
 import json
-import platform
 import shutil
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from helpers.system.cache import touch_used
+from helpers.system.machine import architecture
 from helpers.system.paths import cache_dir, content_key
 
 TORCH = "torch==2.13.0"
@@ -162,7 +162,7 @@ def ensure_venv(recipe: VenvRecipe, progress: bool = True) -> Path:
 
 def image_platforms(machine: str | None = None) -> list[str]:
     """The wheel platform tags the images' glibc accepts, newest first (pip takes only the tags it is given)."""
-    arch = machine or platform.machine()
+    arch = architecture(machine)  # a Mac says arm64, its Linux containers' wheels say aarch64
     return ([f"manylinux_2_{minor}_{arch}" for minor in range(IMAGE_GLIBC_MINOR, 16, -1)]
             + [f"manylinux2014_{arch}", f"linux_{arch}"])
 
@@ -191,7 +191,7 @@ def wheelhouse(requirements: Path | tuple[str, ...], progress: bool = True) -> P
         touch_used(folder)
         return folder
     if progress:
-        print(f"downloading wheels for Python {IMAGE_PYTHON} ({platform.machine()}): {name} …", flush=True)
+        print(f"downloading wheels for Python {IMAGE_PYTHON} ({architecture()}): {name} …", flush=True)
     result = subprocess.run(wheelhouse_command(requirements, folder, torch_cpu_index()), capture_output=True, text=True)
     if result.returncode:
         raise RuntimeError(f"pip download for the image failed:\n{result.stderr[-2000:]}")
