@@ -24,13 +24,13 @@ doctor: setup  ## what this machine offers, and for every model and backend whet
 	$(VENV)/bin/slm-lab-doctor
 
 MODEL ?= qwen2.5-coder-0.5b
-lab: setup engine sandbox  ## every notebook in order with papermill into runs/ (MODEL=phi4-nano for the fast one)
-	$(VENV)/bin/slm-lab --model $(MODEL)
+RUNTIME ?= auto
+lab: setup engine sandbox  ## every notebook in order into runs/ (RUNTIME=auto|local|docker, MODEL=phi4-nano for the fast one)
+	$(VENV)/bin/slm-lab --model $(MODEL) --runtime $(RUNTIME)
 
 jupyter: setup  ## open JupyterLab on the notebooks
 	$(VENV)/bin/jupyter lab --notebook-dir=$(CURDIR) $(if $(filter 0,$(shell id -u)),--allow-root)
 
-RUNTIME ?= local
 PORT ?= 8866
 present: setup  ## the live dashboard as an app (Voila, no code) on http://127.0.0.1:$(PORT), on every backend for MODEL started once (or SLM_LAB_ENDPOINTS)
 	$(VENV)/bin/slm-lab-present --model $(MODEL) --runtime $(RUNTIME) --port $(PORT)

@@ -35,7 +35,9 @@ def test_vllm_on_a_gpu_serves_phi4_mini_from_the_hub_with_its_parser():
     assert _arg(cmd, "--tool-call-parser") == "phi4_mini_json" and "--enable-auto-tool-choice" in cmd
     assert _arg(cmd, "--chat-template").endswith("tool_chat_template_phi4_mini.jinja")
     assert _arg(cmd, "--max-model-len") == "4096" and _arg(cmd, "--dtype") == "bfloat16"  # from the card
-    assert "--gpu-memory-utilization" in cmd and "--quantization" not in cmd and "mem_limit" not in kw
+    assert "--quantization" not in cmd and "mem_limit" not in kw
+    # KV cache: Phi-4-mini's 32 layers x 8 KV heads x 128 in bf16, 4,096 tokens for each of the lab's 4 requests
+    assert _arg(cmd, "--kv-cache-memory-bytes") == str(2 * 32 * 8 * 128 * 2 * 4096 * 4) and _arg(cmd, "--max-num-seqs") == "4"
     (request,) = kw["device_requests"]
     assert request["Count"] == -1 and request["Capabilities"] == [["gpu"]]
     assert kw["volumes"][vllm.HF_CACHE_VOLUME] == {"bind": "/root/.cache/huggingface", "mode": "rw"}  # the lab's volume
@@ -46,9 +48,9 @@ def test_vllm_on_a_cpu_follows_vllms_cpu_image_docs_and_the_cards_memory():
     assert kw["image"] == f"vllm/vllm-openai-cpu:v{vllm.VERSION}-x86_64" and "device_requests" not in kw
     assert kw["cap_drop"] == ["ALL"] and kw["cap_add"] == ["SYS_NICE"] and kw["shm_size"] == "4g"
     assert kw["security_opt"] == ["no-new-privileges:true", "seccomp=unconfined"] and kw["pids_limit"] > 0
-    assert "--enforce-eager" in kw["command"] and kw["environment"]["VLLM_CPU_KVCACHE_SPACE"] == "1"
-    assert kw["mem_limit"] == "15g" == memory_limit(PHI.needs["vllm"].ram)
-    assert _docker("vllm", NANO, gpu=False, model_path=Path("/m"))[1]["mem_limit"] == "4g"
+    assert "--enforce-eager" in kw["command"] and "VLLM_CPU_KVCACHE_SPACE" not in kw["environment"]  # it would override the flag
+    assert kw["mem_limit"] == "16g" == memory_limit(PHI.needs["vllm"].ram)
+    assert _docker("vllm", NANO, gpu=False, model_path=Path("/m"))[1]["mem_limit"] == "3g"  # 1.9 GB measured, a quarter more
 
 
 def test_vllm_in_docker_mounts_a_local_model_and_the_labs_parser():
@@ -75,7 +77,8 @@ def test_local_vllm_serves_the_cards_folder_on_loopback(card):
 
 
 def test_vllm_binds_its_openmp_threads_to_the_cores_it_may_use():
-    assert [vllm.omp_threads_bind(n) for n in (1, 2, 4, 8)] == ["0-0", "0-1", "0-3", "0-6"]
+    assert [vllm.omp_threads_bind(list(range(n))) for n in (1, 2, 4, 8)] == ["0", "0,1", "0,1,2,3", "0,1,2,3,4,5,6"]
+    assert vllm.omp_threads_bind([1]) == "1"  # core 0 busy: the free one
     spec = backends.get("vllm").spec(NANO, "local", model_path=Path("/m"))
     assert spec.env["VLLM_CPU_OMP_THREADS_BIND"] == vllm.omp_threads_bind()
 
@@ -125,10 +128,10 @@ def test_dry_run_commands_are_the_deploy_layers_own():
     line = docker_command(kw)
     assert line.startswith("docker run -d --name slm-deploy-lab-vllm-18000 -p 127.0.0.1:18000:8000")
     assert "--cap-drop ALL --cap-add SYS_NICE --security-opt no-new-privileges:true --security-opt seccomp=unconfined" \
-        in line and "--memory 15g --shm-size 4g" in line
+        in line and f"--memory {memory_limit(PHI.needs['vllm'].ram)} --shm-size 4g" in line
     assert line.endswith("--max-model-len 4096 --dtype bfloat16 --enable-auto-tool-choice --tool-call-parser "
                          "phi4_mini_json --chat-template /vllm-workspace/examples/tool_chat_template_phi4_mini.jinja "
-                         "--enforce-eager")
+                         "--max-num-seqs 4 --kv-cache-memory-bytes 2147483648 --enforce-eager")
     local = local_command(backends.get("vllm").spec(NANO, "local", model_path=Path("/m")), 8000)
     assert local.startswith("VLLM_TARGET_DEVICE=cpu ") and " serve --model /m " in local and "--port 8000" in local
 
@@ -187,3 +190,10 @@ def test_phi4_mini_on_the_local_runtime_downloads_what_each_backend_loads(monkey
     assert template == chat_format.CHAT_TEMPLATE and "message.get('tools')" in template
     with pytest.raises(models.ResourceError, match="RAM"):  # the guard runs before any of it
         models.require(PHI, backends.get("vllm").needs, type("Env", (), {"ram_gb": 8.0, "disk_free_gb": 100.0})())
+
+
+def test_vllms_kv_cache_holds_the_cards_context_for_each_request_the_lab_sends_at_once():
+    qwen = models.get("qwen2.5-coder-0.5b")  # from its config: 24 layers, 2 KV heads of 64, fp32
+    assert qwen.kv_cache_bytes(4) == 2 * 24 * 2 * 64 * 4 * 2048 * 8 == 384 * 2**20
+    cmd = backends.get("vllm").spec(qwen, "local", model_path=Path("/m")).local_command
+    assert _arg(cmd, "--kv-cache-memory-bytes") == str(384 * 2**20) and _arg(cmd, "--max-num-seqs") == "8"

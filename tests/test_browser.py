@@ -245,7 +245,7 @@ def test_presentation_mode_starts_the_backends_once_races_them_and_stops_them(br
         browser.get(f"http://127.0.0.1:{port}/")
         button(browser, "Race")
         page = browser.find_element("css selector", "body").text
-        assert "SLM Deploy Lab · live dashboard" in page and "dashboard.connect" not in page, "code is shown"
+        assert "SLM Deploy Lab · live dashboard" in page and "dashboard.for_lab" not in page, "code is shown"
         browser.refresh()
         button(browser, "Race")
         assert len(started_backends(state)) == len(names), "a reload started backends"

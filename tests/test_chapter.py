@@ -49,10 +49,75 @@ def test_skipped_work_is_recorded_with_its_reason(tmp_path):
     assert lab.summary.data["values"]["skipped"] == {"engine stack": "no Docker daemon"}
 
 
-def test_start_all_checks_every_backend_fits_together_before_starting_any(tmp_path, monkeypatch):
-    lab = chapter.Chapter("05_x", _env(ram_gb=16.0), "local", models.get("qwen2.5-coder-0.5b"), Summary("05_x", tmp_path))
-    started = []
-    monkeypatch.setattr(lab, "start", lambda backend, **kw: started.append(backend))
-    with pytest.raises(models.ResourceError, match="does not fit this machine"):
-        lab.start_all(also_needs=("transformers",))
-    assert started == []
+class _Server:
+    def __init__(self, name, running):
+        self.name, self.running, self.base_url = name, running, f"http://{name}"
+
+    def memory_bytes(self):
+        return 2**30
+
+    def stop(self):
+        self.running.remove(self.name)
+
+
+def _serve_each(tmp_path, monkeypatch, ram_gb: float, free_gb: float) -> tuple[list, list, dict]:
+    """Which backends ran beside which, on a machine of ``ram_gb`` with ``free_gb`` free."""
+    from helpers import backends
+
+    lab = chapter.Chapter("05_x", _env(ram_gb=ram_gb), "local", models.get("qwen2.5-coder-0.5b"), Summary("05_x", tmp_path))
+    running, seen = [], []
+
+    def start(name, **kw):
+        running.append(name)
+        lab.servers.append(server := _Server(name, running))
+        lab.running[name] = server
+        return server
+
+    monkeypatch.setattr(lab, "start", start)
+    monkeypatch.setattr(lab, "prepare", lambda name, progress=True: models.require(
+        lab.model, backends.get(name).needs, lab.env))  # the check, not the conversion
+    monkeypatch.setattr(machine, "memory_available_gb", lambda: free_gb)
+    monkeypatch.setattr(machine, "largest_programs", lambda: ["firefox 3.0 GB"])
+    for entry in backends.BACKENDS.values():
+        monkeypatch.setattr(entry, "provide", lambda *a, **kw: None)
+    for name, server in lab.serve_each():
+        seen.append((name, list(running)))
+    return seen, running, lab.summary.data["values"]["served"]
+
+
+def test_backends_that_fit_together_run_together(tmp_path, monkeypatch):
+    seen, running, served = _serve_each(tmp_path, monkeypatch, ram_gb=24.0, free_gb=20.0)
+    assert served["together"] and [names for _, names in seen] == [["vllm", "ollama", "onnx-engine"]] * 3
+    assert running == ["vllm", "ollama", "onnx-engine"]  # left running for the dashboard, stopped by finish
+
+
+def test_backends_that_do_not_fit_together_run_one_after_another(tmp_path, monkeypatch):
+    seen, running, served = _serve_each(tmp_path, monkeypatch, ram_gb=16.0, free_gb=8.0)
+    assert not served["together"] and "firefox 3.0 GB" in served["why"]
+    assert seen == [("vllm", ["vllm"]), ("ollama", ["ollama"]), ("onnx-engine", ["onnx-engine"])] and running == []
+
+
+def test_a_model_no_backend_can_hold_stops_before_anything_starts(tmp_path, monkeypatch):
+    with pytest.raises(models.ResourceError, match="does not fit this machine.*Choose phi4-nano"):
+        _serve_each(tmp_path, monkeypatch, ram_gb=4.0, free_gb=3.0)
+
+
+def test_a_backend_killed_at_its_memory_limit_says_what_it_measured(tmp_path, monkeypatch):
+    from helpers import backends
+    from helpers.deploy import runtimes
+
+    lab = chapter.Chapter("01_x", _env(), "docker", models.get("qwen2.5-coder-0.5b"), Summary("01_x", tmp_path))
+
+    class OOM:
+        def start(self, spec, **kw):
+            raise runtimes.DeployError("the backend exited before it was healthy: killed by the kernel at its memory "
+                                       "limit of 5.0 GiB (OOMKilled)\nlast log lines:\n...")
+
+    monkeypatch.setattr(lab, "spec", lambda backend, progress=True: None)
+    monkeypatch.setattr(backends.get("vllm"), "setup", lambda *a, **kw: None)
+    monkeypatch.setattr(runtimes, "get", lambda name: OOM())
+    with pytest.raises(runtimes.DeployError) as raised:
+        lab.start("vllm")
+    first = str(raised.value).splitlines()[0]
+    assert first.startswith("vllm the backend exited before it was healthy: killed by the kernel at its memory limit")
+    assert "qwen2.5-coder-0.5b on vllm measured 6.5 GB" in first and "Docker Desktop" in first

@@ -104,6 +104,32 @@ def test_dashboard_races_every_backend_concurrently_and_builds_its_widget():
         assert len(dash.widget("hi").children) == 8
 
 
+def test_backends_that_run_in_turn_race_one_column_after_another():
+    with serving_bench.trivial_server(tokens=8) as url:
+        running, switched = [], []
+
+        def switch(name):  # as Chapter.switch_to: the one before stops, this one starts
+            running[:] = [name]
+            switched.append(name)
+            return clients.connect("openai", url, "m")
+
+        dash = dashboard.Dashboard(dict.fromkeys(["a", "b"]), models.get("phi4-nano"),
+                                   count_tokens=lambda text: len(text.split()), switch=switch)
+        rows = dash.race("hi", concurrency=2)
+        assert [(r["backend"], r["tokens"], r["error"]) for r in rows] == [("a", 16, ""), ("b", 16, "")]
+        assert switched == ["a", "b"] and running == ["b"]
+        buttons = dash.widget("hi").children[4]
+        assert "one backend at a time" in buttons.children[-1].value  # the status line says so
+
+
+def test_the_dashboards_benchmark_button_sweeps_the_chosen_backends():
+    with serving_bench.trivial_server(tokens=8) as url:
+        dash = dashboard.Dashboard({"a": clients.connect("openai", url, "m")}, models.get("phi4-nano"),
+                                   count_tokens=lambda text: len(text.split()))
+        result = dash.benchmark(["a"], concurrency=2, max_tokens=8)
+        assert [r["concurrency"] for r in result["a"]] == [1, 2] and all(r["failed"] == 0 for r in result["a"])
+
+
 def test_a_failing_backend_shows_its_error_in_its_own_column():
     with serving_bench.trivial_server(tokens=8) as url:
         columns = {"up": clients.connect("openai", url, "m"), "down": clients.connect("openai", "http://127.0.0.1:9", "m")}

@@ -151,3 +151,19 @@ def test_failed_notebook_leaves_no_container(runtime, existing, tmp_path):
     with pytest.raises(runner.NotebookFailed, match="a learner broke this cell"):
         runner.run_notebook(path, tmp_path / "out")
     assert _labelled(runtime) <= existing, "the backend's container outlived its kernel"
+
+
+def test_a_rebuilt_image_replaces_the_one_before(runtime, tmp_path):
+    """A lab image rebuilt from changed sources leaves no untagged image behind (one in use stays)."""
+    dockerfile = tmp_path / "Dockerfile"
+    ids = []
+    for content in ("one", "two"):
+        dockerfile.write_text(f"ARG BASE={BASE_IMAGE}\nFROM ${{BASE}}\nRUN echo {content} > /version\n")
+        runtime.build("rebuild-test", "Dockerfile", {"Dockerfile": dockerfile}, None, progress=False)
+        ids.append(runtime.client.images.get(f"{LABEL}/rebuild-test:local").id)
+    try:
+        assert ids[0] != ids[1]
+        with pytest.raises(Exception, match="No such image"):
+            runtime.client.images.get(ids[0])
+    finally:
+        runtime.client.images.remove(f"{LABEL}/rebuild-test:local")

@@ -119,3 +119,12 @@ def test_without_prctl_a_watcher_ends_the_backend_with_its_kernel():
     assert _gone(wrapper_pid, within=10), "the watcher did not notice its parent was gone"
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert "sleep 876543" not in ps
+
+
+def test_the_first_error_line_is_the_exception_raised_not_the_traceback():
+    log = ("INFO starting\nWARNING: something failed to load, retrying\nTraceback (most recent call last):\n"
+           '  File "x.py", line 3, in <module>\n    raise RuntimeError(\n'
+           "RuntimeError: Engine core initialization failed. See root cause above.\n")
+    assert runtimes.first_error(log) == "RuntimeError: Engine core initialization failed. See root cause above."
+    assert runtimes.first_error("INFO ok\nerror: address already in use\n") == "error: address already in use"
+    assert runtimes.first_error("all fine\n") == ""

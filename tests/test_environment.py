@@ -35,3 +35,37 @@ def test_check_environment_reads_this_machine():
     assert env.cpus >= 1 and env.ram_gb > 0 and env.python.count(".") == 2
     from helpers.workbook import doctor
     assert "Docker" in doctor.describe_machine(env)
+
+
+def test_threads_leave_out_the_cores_others_keep_busy(monkeypatch):
+    from helpers.system import cpus as cpus_module
+
+    monkeypatch.setattr(cpus_module, "usable_cpus", lambda: set(range(4)))
+    monkeypatch.setattr(cpus_module.time, "sleep", lambda s: None)
+    monkeypatch.setattr(cpus_module, "available_cpus", lambda: 4)
+    monkeypatch.delenv(cpus_module.THREADS_VARIABLE, raising=False)
+    for busy, free, chosen in [((0, 0, 0, 0), 4, [0, 1, 2, 3]), ((0, 1, 0, 0), 3, [0, 2, 3]),
+                               ((0.4, 1, 0, 0), 3, [0, 2, 3]), ((1, 1, 0.6, 1), 1, [2]), ((1, 1, 1, 1), 1, [0])]:
+        samples = iter([{c: (0, 0) for c in range(4)}, {c: (100, int(b * 100)) for c, b in enumerate(busy)}])
+        monkeypatch.setattr(cpus_module, "_jiffies", lambda cpus: next(samples))
+        assert cpus_module.free_cpus() == free, busy
+        samples = iter([{c: (0, 0) for c in range(4)}, {c: (100, int(b * 100)) for c, b in enumerate(busy)}])
+        monkeypatch.setattr(cpus_module, "_last_sample", [0.0, {}])
+        assert cpus_module.thread_cpus() == chosen, busy
+    monkeypatch.setenv(cpus_module.THREADS_VARIABLE, "2")  # the learner's choice wins
+    samples = iter([{c: (0, 0) for c in range(4)}, {c: (100, 100 * (c == 0)) for c in range(4)}])
+    monkeypatch.setattr(cpus_module, "_last_sample", [0.0, {}])
+    assert cpus_module.thread_cpus() == [1, 2]
+    assert cpus_module.thread_cpus() == [1, 2]  # a sample seconds old is reused, not taken again
+
+
+def test_threads_without_proc_stat_take_every_usable_cpu(monkeypatch):
+    from helpers.system import cpus as cpus_module
+
+    monkeypatch.setattr(cpus_module, "_jiffies", lambda cpus: None)  # macOS, Windows
+    monkeypatch.delattr(cpus_module.os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(cpus_module.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(cpus_module, "available_cpus", lambda: 8)
+    monkeypatch.delenv(cpus_module.THREADS_VARIABLE, raising=False)
+    monkeypatch.setattr(cpus_module, "_last_sample", [0.0, {}])
+    assert cpus_module.thread_cpus() == list(range(8))

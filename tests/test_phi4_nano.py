@@ -5,7 +5,6 @@ import pytest
 
 from helpers.formats import chat_format
 from helpers.nano import evaluation, phi4_nano, training
-from helpers.system import cpus as cpus_module
 from helpers.tasks import curriculum
 from helpers.formats.tool_formats import parse_tool_calls
 
@@ -126,17 +125,6 @@ def test_compare_says_whether_a_retraining_reproduced_the_committed_run():
         " (committed: Intel Xeon, 2 threads; this run: AMD EPYC, 2 threads)")
     assert training.compare({**committed, "key": "new"}, committed).endswith("(its recipe differs)")
     assert training.compare(committed, None) == "no committed report to compare with"
-
-
-def test_free_cpus_leaves_out_what_others_keep_busy(monkeypatch):
-    cpus = set(range(4))
-    monkeypatch.setattr(cpus_module, "usable_cpus", lambda: cpus)
-    monkeypatch.setattr(cpus_module.time, "sleep", lambda s: None)
-    monkeypatch.setattr(cpus_module, "available_cpus", lambda: 4)
-    for busy_cores, free in [(0, 4), (1, 3), (1.4, 3), (3.6, 1), (4, 1)]:
-        samples = iter([(0, 0), (400, int(busy_cores * 100))])  # (all, busy) jiffies of the 4 CPUs
-        monkeypatch.setattr(cpus_module, "_busy_jiffies", lambda cpus: next(samples))
-        assert cpus_module.free_cpus() == free, busy_cores
 
 
 def test_chat_template_renders_tools_in_the_system_turn(nano):

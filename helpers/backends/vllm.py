@@ -12,7 +12,7 @@ from helpers.deploy.context import source_files
 from helpers.deploy.spec import BackendSpec, StandIn, memory_limit
 from helpers.formats import chat_format
 from helpers.system import venvs
-from helpers.system.cpus import usable_cpus
+from helpers.system.cpus import thread_cpus
 from helpers.system.paths import REPO, cache_dir
 
 VERSION = "0.32.0"
@@ -50,6 +50,9 @@ VENV = venvs.VenvRecipe(
 )
 
 
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
 @dataclass(frozen=True)
 class VLLMOptions(Options):
     tool_parser: dict = field(default_factory=lambda: {"local": "slm_lab", "docker": "slm_lab"})  # runtime -> parser
@@ -67,20 +70,19 @@ def template_file() -> str:
     return str(path)
 
 
-def omp_threads_bind(cpus: int | None = None) -> str:
-    """vLLM's ``VLLM_CPU_OMP_THREADS_BIND`` for this machine: every core on a small one, all but one above four.
-
-    vLLM's CPU docs suggest leaving 1-2 cores to its HTTP server; left to itself ("auto") on a 2-core machine it
-    ran one thread and decoded Qwen2.5-Coder-0.5B at 5.8 tok/s, bound to both cores at 9.8.
+def omp_threads_bind(cpus: list[int] | None = None) -> str:
+    """vLLM's ``VLLM_CPU_OMP_THREADS_BIND``: the cores free when it starts (``thread_cpus``), all but one above
+    four. vLLM's CPU docs suggest leaving 1-2 cores to its HTTP server; left to itself ("auto") on a 2-core machine
+    it ran one thread and decoded Qwen2.5-Coder-0.5B at 5.8 tok/s, bound to both cores at 9.8.
     """
-    cpus = cpus or len(usable_cpus())
-    return f"0-{cpus - 1 if cpus <= 4 else cpus - 2}"
+    cpus = cpus or thread_cpus()
+    return ",".join(map(str, cpus if len(cpus) <= 4 else cpus[:-1]))
 
 
 class VLLM(Backend):
     name, title, api, needs = "vllm", "vLLM", "openai", ("hf", "vllm")
     facts = {"API": "OpenAI-compatible", "quantisation": "fp32/bf16 here; AWQ/GPTQ/FP8 need pre-quantised checkpoints"}
-    install = {"local": "own virtualenv (vllm-cpu, ~2.5 GB)", "docker": "pull the official image"}
+    install = {"local": "own virtualenv (vllm-cpu and its torch, 3.5 GB installed)", "docker": "pull the official image"}
     streams_tool_calls = False  # neither phi4_mini_json nor the lab's parser streams calls
     seed = SeedFacts("vLLM", {
         "--enable-auto-tool-choice without --tool-call-parser":
@@ -106,8 +108,11 @@ class VLLM(Backend):
         template = options.chat_template.get(runtime)
         if template:
             args += ["--chat-template", template_file() if template == LAB_TEMPLATE else template]
-        # GPU: leave room for other processes; CPU: no graph capture (ready in ~1 min instead of ~2)
-        return args + (["--gpu-memory-utilization", "0.85"] if gpu else ["--enforce-eager"])
+        # KV cache for the card's context times the most requests the lab sends at once, instead of vLLM's default
+        # reservation (a share of the machine's memory, or of the GPU's); CPU: no graph capture (ready in ~1 min)
+        kv_bytes = card.kv_cache_bytes(DTYPE_BYTES[options.dtype])
+        args += ["--max-num-seqs", str(card.budget.concurrency), "--kv-cache-memory-bytes", str(kv_bytes)]
+        return args if gpu else args + ["--enforce-eager"]
 
     def spec(self, card, runtime: str, gpu: bool = False, model_path: Path | None = None) -> BackendSpec:
         need = card.needs["vllm"]
@@ -117,7 +122,7 @@ class VLLM(Backend):
                 name="vllm", port=0, api="openai", health_path="/health",
                 local_command=[str(vllm_bin), "serve", *self.arguments(card, runtime, False, str(model_path), "{port}",
                                                                        "127.0.0.1", str(LAB_PARSER))],
-                env={"VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1",
+                env={"VLLM_TARGET_DEVICE": "cpu",
                      "VLLM_CPU_OMP_THREADS_BIND": omp_threads_bind(), "HF_HUB_OFFLINE": "1",
                      "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"})
         volumes = {HF_CACHE_VOLUME: "/root/.cache/huggingface"}
@@ -129,7 +134,7 @@ class VLLM(Backend):
         if model_path:
             env["HF_HUB_OFFLINE"] = "1"  # everything it needs is in the mounted folder
         if not gpu:
-            env |= {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": omp_threads_bind(),
+            env |= {"VLLM_CPU_OMP_THREADS_BIND": omp_threads_bind(),
                     "VLLM_NO_USAGE_STATS": "1"}
         return BackendSpec(
             name="vllm", port=PORT, image=GPU_IMAGE if gpu else CPU_IMAGE, api="openai",

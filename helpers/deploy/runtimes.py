@@ -78,11 +78,16 @@ def free_port() -> int:
 
 
 _FIRST_ERROR = re.compile(r"error|exception|killed|cannot|can't|failed|no such|not found|denied|refused", re.I)
+_RAISED = re.compile(r"^\s*([\w.]+(Error|Exception|Exit|Interrupt)|Killed)\b")  # "ValueError: …", not "raise …"
+_TRACEBACK = re.compile(r"^\s*(File \"|Traceback|raise |\^|~)")
 
 
 def first_error(log: str) -> str:
-    """The first line of ``log`` that says what went wrong (a traceback's cause comes before its 40 lines)."""
-    return next((line.strip() for line in log.splitlines() if _FIRST_ERROR.search(line)), "")
+    """The first line of ``log`` that says what went wrong (a traceback's cause comes before its 40 lines): the
+    first exception raised, else the first line that sounds like an error, leaving out traceback source lines."""
+    lines = [line.strip() for line in log.splitlines() if line.strip() and not _TRACEBACK.match(line)]
+    return next((line for line in lines if _RAISED.match(line)),
+                next((line for line in lines if _FIRST_ERROR.search(line)), ""))
 
 
 def wait_for_health(url: str, is_alive, logs, timeout: float, interval: float = 0.5) -> float:
@@ -199,7 +204,9 @@ class DockerRuntime:
     def build(self, name: str, dockerfile: str | None, files: dict[str, Path] | None, wheels, progress: bool = True,
                context: Path | None = None, labels: dict | None = None) -> str:
         """Build image ``slm-deploy-lab/<name>:local`` (progress bar) from ``files`` plus the wheelhouse of
-        ``wheels`` (made for the image's Python by this machine's pip), or from the folder ``context``."""
+        ``wheels`` (made for the image's Python by this machine's pip), or from the folder ``context``. The image
+        it replaces is removed when it carries the lab's label and no container uses it (no untagged gigabytes
+        pile up as the lab's sources change)."""
         import tempfile
 
         import docker
@@ -208,6 +215,10 @@ class DockerRuntime:
         from helpers.system import venvs
 
         tag = f"{LABEL}/{name}:local"
+        try:
+            before = self.client.images.get(tag)
+        except docker.errors.ImageNotFound:
+            before = None
         kwargs = {"tag": tag, "decode": True, "rm": True, "labels": {IMAGE_LABEL: "1", **(labels or {})},
                   "dockerfile": dockerfile}
         try:
@@ -228,6 +239,11 @@ class DockerRuntime:
                 if chunk.get("stream", "").startswith("Step "):
                     bar.update(1)
             bar.close()
+        if before is not None and before.labels.get(IMAGE_LABEL) and before.id != self.client.images.get(tag).id:
+            try:
+                self.client.images.remove(before.id)
+            except docker.errors.APIError:  # a container (running or stopped) still uses it
+                pass
         return tag
 
     @staticmethod

@@ -89,10 +89,10 @@ def load_genai(folder: Path, threads: int | None = None):
     thread on this 2-vCPU machine (docs/onnx.md)."""
     import onnxruntime_genai as og
 
-    from helpers.system.cpus import available_cpus
+    from helpers.system.cpus import thread_cpus
 
     config = og.Config(str(folder))
-    options = {"intra_op_num_threads": threads or available_cpus()}
+    options = {"intra_op_num_threads": threads or len(thread_cpus())}
     config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
     return og.Model(config)
 

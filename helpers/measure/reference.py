@@ -19,6 +19,9 @@ def load(card, progress: bool = True):
     import torch
     from transformers import AutoModelForCausalLM
 
+    from helpers.system.cpus import thread_cpus
+
+    torch.set_num_threads(len(thread_cpus()))  # the cores free now: a busy core would stall every matrix product
     folder = card.hf_folder(progress)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, card.reference_dtype))
     return model.eval(), load_tokenizer(folder)

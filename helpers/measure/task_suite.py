@@ -48,6 +48,13 @@ class TransformersBackend:
     def __init__(self, model, tokenizer, card):
         self.model, self.tokenizer, self.card = model, tokenizer, card
 
+    @classmethod
+    def load(cls, card) -> "TransformersBackend":
+        """``card``'s model loaded in transformers (the card's reference dtype)."""
+        from helpers.measure import reference
+
+        return cls(*reference.load(card), card)
+
     def complete(self, task) -> tuple[str, list[dict]]:
         """The greedy answer to the conversation the servers see (tool-call arguments as objects, as every
         server turns them before its template), tool calls parsed and written back as the servers' are."""

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 from helpers.models import sources
 from helpers.models.card import Budget, ModelCard
-from helpers.models.needs import Need, ResourceError, shortfalls
+from helpers.models.needs import Need, ResourceError, ram_needed, shortfalls
 from helpers.nano import evaluation
 
 MODELS: dict[str, ModelCard] = {}
+# How the measured needs below were measured (docs/memory.md): serving peaks by slm-lab-footprint (each backend alone,
+# the card's concurrency of requests with half-context prompts), the reference and builds as a fresh Python's peak
+# resident memory (/usr/bin/time) with an empty cache.
+MEASURED = "measured on Linux x86_64, 2 CPUs, 2026-12-05 (docs/memory.md)"
 DEFAULT = "qwen2.5-coder-0.5b"  # a learner's first run is a real model
 
 
@@ -31,8 +35,9 @@ register(ModelCard(
     context=1024, template_tools="tools variable", tool_format="phi4",
     onnx_variants=("optimum-fp32", "optimum-o2", "optimum-int8", "genai-fp32", "genai-int4", "genai-int8"),
     backend_options={"ollama": {"params": {"num_ctx": 1024, "repeat_penalty": 1.0}}},
-    needs={"hf": Need(0.01, 0.5), "gguf": Need(0.01, 0.2), "onnx": Need(0.05, 1.0), "vllm": Need(0.01, 3.0),
-           "transformers": Need(0.01, 1.0)},
+    needs={"hf": Need(0.01, 0.0, build=0.1, measured=MEASURED), "gguf": Need(0.01, 0.1, build=0.4, measured=MEASURED),
+           "onnx": Need(0.05, 0.2, build=0.6, measured=MEASURED), "vllm": Need(0.01, 1.9, measured=MEASURED),
+           "transformers": Need(0.01, 0.4, measured=MEASURED)},
     exact=True, longrope_switch=1024, parity_backends=("vllm", "ollama", "onnx-engine"),
     budget=Budget(max_tokens=dict(evaluation.MAX_NEW_TOKENS)),  # what its held-out grading uses
     notes="Phi-4-mini's architecture at toy widths, trained by the lab and shipped with it: exact answers, fast checks."))
@@ -60,8 +65,11 @@ register(ModelCard(
     served_name="qwen2.5-coder:0.5b", context=2048, template_tools="tools variable", tool_format="hermes",
     onnx_variants=("genai-fp32", "genai-int4"),
     backend_options={"ollama": {"library": True, "params": {"num_ctx": 2048, "repeat_penalty": 1.0}}},
-    needs={"hf": Need(2.5, 3.8), "gguf": Need(0.5, 0.8), "onnx": Need(3.3, 6.6), "vllm": Need(0.1, 4.0),
-           "transformers": Need(0.1, 3.0)},
+    # vLLM: three processes (API server 1.1 GB, engine core 0.7, worker 4.7 with the fp32 weights and 384 MiB of
+    # KV cache); the engine 2.7; the ONNX conversion 6.3 while it runs, dequantising the GGUF 3.7
+    needs={"hf": Need(2.5, 0.0, build=3.7, measured=MEASURED), "gguf": Need(0.5, 0.8, measured=MEASURED),
+           "onnx": Need(3.3, 2.7, build=6.3, measured=MEASURED), "vllm": Need(0.1, 6.5, measured=MEASURED),
+           "transformers": Need(0.1, 2.4, measured=MEASURED)},
     parity_backends=("vllm", "onnx-engine"),  # fp32 weights; llama.cpp runs the Q4_K_M GGUF: measured, not asserted
     # the suite keeps the seed's tool call and round trip; its long answers (the train question, ~340 tokens, and
     # Fibonacci, ~350) are graded in notebooks 01, 02 and 04 rather than four times over in notebook 05
@@ -87,11 +95,13 @@ register(ModelCard(
                  "chat_template": {"docker": "/vllm-workspace/examples/tool_chat_template_phi4_mini.jinja",
                                    "local": "lab:phi4-native"}},
         "ollama": {"library": True}, "onnx-engine": {"variant": "genai-int4"}},
-    # bf16 weights 7.7 GB (fp32 15.4 GB); Q8_0 GGUF 4.1 GB; the published int4 build ~4.9 GB with its fp32
-    # embedding of 200,064 x 3,072 (2.5 GB); vLLM on a GPU: weights + KV cache
-    needs={"hf": Need(7.7, 9.0, 10.0), "gguf": Need(4.1, 5.0, 5.0), "onnx": Need(4.9, 6.0),
-           "vllm": Need(0.1, 12.0, 10.0), "transformers": Need(0.1, 9.0, 9.0)},
-    longrope_switch=4096,
+    # Estimates (the Hub does not answer where the lab was measured), scaled from Qwen's measured figures: bf16
+    # weights 7.7 GB (fp32 15.4 GB); Q8_0 GGUF 4.1 GB, converted from the bf16 folder; the published int4 build
+    # ~4.9 GB with its fp32 embedding of 200,064 x 3,072 (2.5 GB); vLLM: the weights, 2 GiB of KV cache (4 x 4,096
+    # tokens) and its three processes' 2.5 GB
+    needs={"hf": Need(7.7, 0.0, 10.0, build=1.0), "gguf": Need(4.1, 5.0, 5.0, build=9.0), "onnx": Need(4.9, 6.0),
+           "vllm": Need(0.1, 12.5, 10.0), "transformers": Need(0.1, 9.0, 9.0)},
+    longrope_switch=4096, kv_layout=(32, 8, 128),
     budget=Budget(per_family=1, seed_keys=("seed|0", "seed|6", "seed|tool", "seed|tool-result"),
                   max_tokens={"default": 128, "coding": 256, "seed": 320}, chat_tokens=320,
                   bench_levels=(1, 2), bench_requests=4, bench_tokens=32, parity_tokens=16, knee_levels=(1, 2, 4)),
@@ -99,12 +109,21 @@ register(ModelCard(
 
 
 def require(card: ModelCard, forms: tuple[str, ...], env, gpu: bool = False, together: bool = False) -> None:
-    """Raise ``ResourceError`` before any download or conversion when ``env`` cannot hold ``forms`` of ``card``."""
-    problems = shortfalls(card, forms, env.ram_gb, env.disk_free_gb, env.gpu_memory_gb if gpu else None, together)
+    """Raise ``ResourceError`` before any download or conversion when ``env`` cannot hold ``forms`` of ``card``:
+    what is short, and what to do (the models that would fit; on WSL2, its memory setting)."""
+    memory = getattr(env, "memory_gb", env.ram_gb)
+    gpu_memory = env.gpu_memory_gb if gpu else None
+    problems = shortfalls(card, forms, memory, env.disk_free_gb, gpu_memory, together)
     if problems:
-        raise ResourceError(f"{card.key} does not fit this machine: " + "; ".join(problems)
-                            + f". Pick a smaller model (one of {sorted(MODELS)}) or a bigger machine.")
+        fitting = [key for key, other in MODELS.items()
+                   if key != card.key and not shortfalls(other, forms, memory, env.disk_free_gb, gpu_memory, together)]
+        advice = [f"choose {' or '.join(fitting)} (model=...)" if fitting else "no model of the lab fits either"]
+        if getattr(env, "wsl", False):
+            advice.append("give WSL2 more memory: [wsl2] memory=... in %UserProfile%\\.wslconfig, then wsl --shutdown")
+        advice_text = "; or ".join(advice)
+        raise ResourceError(f"{card.key} does not fit this machine: " + "; ".join(problems) + ". "
+                            + advice_text[0].upper() + advice_text[1:] + ".")
 
 
 __all__ = ["MODELS", "DEFAULT", "register", "get", "require", "ModelCard", "Budget", "Need", "ResourceError",
-           "shortfalls"]
+           "shortfalls", "ram_needed"]

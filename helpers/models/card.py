@@ -30,6 +30,11 @@ class Budget:
     def tokens(self, family: str) -> int:
         return self.max_tokens.get(family, self.max_tokens["default"])
 
+    @property
+    def concurrency(self) -> int:
+        """The most requests a notebook or lab sends at once (vLLM's ``--max-num-seqs``)."""
+        return max(self.bench_levels + self.knee_levels)
+
 
 @dataclass(frozen=True)
 class ModelCard:
@@ -50,6 +55,9 @@ class ModelCard:
     exact: bool = False  # answers known in advance: quality checks are hard
     parity_backends: tuple[str, ...] = ()  # greedy answers must equal transformers' here (fp32 serving)
     longrope_switch: int | None = None  # original_max_position_embeddings when the model uses longrope
+    # (layers, key-value heads, head size): what a token's KV cache holds; None: read from the HF folder's config
+    # (given where a runtime never downloads the config here: the Hub model the docker runtime's image fetches)
+    kv_layout: tuple[int, int, int] | None = None
     budget: Budget = field(default_factory=Budget)
     notes: str = ""
 
@@ -71,6 +79,20 @@ class ModelCard:
 
     def describe(self) -> str:
         return f"{self.title} ({self.params} parameters, {self.architecture}; {self.license}) — {self.source.describe()}"
+
+    def kv_cache_bytes(self, dtype_bytes: int, sequences: int | None = None) -> int:
+        """The KV cache that ``sequences`` (default: the budget's concurrency) full contexts take: keys and values
+        of every layer and key-value head, at ``dtype_bytes`` per number."""
+        layers, heads, size = self.kv_layout or self._kv_layout_from_config()
+        return 2 * layers * heads * size * dtype_bytes * self.context * (sequences or self.budget.concurrency)
+
+    def _kv_layout_from_config(self) -> tuple[int, int, int]:
+        import json
+
+        config = json.loads((self.hf_folder(progress=False) / "config.json").read_text())
+        heads = config["num_attention_heads"]
+        return (config["num_hidden_layers"], config.get("num_key_value_heads") or heads,
+                config.get("head_dim") or config["hidden_size"] // heads)
 
     def over_long_prompt(self) -> str:
         """A user message longer than the context the model is served with (each " word" is at least one token)."""

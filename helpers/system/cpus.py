@@ -33,33 +33,60 @@ def available_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
     return cpus
 
 
-def _busy_jiffies(cpus: set[int]) -> tuple[int, int] | None:
-    """(all, busy) jiffies since boot of ``cpus``, from /proc/stat's per-CPU lines; None without /proc."""
+THREADS_VARIABLE = "SLM_LAB_THREADS"  # a learner's own thread count for every backend, e.g. SLM_LAB_THREADS=4
+
+
+def _jiffies(cpus: set[int]) -> dict[int, tuple[int, int]] | None:
+    """CPU -> (all, busy) jiffies since boot, from /proc/stat's per-CPU lines; None without /proc."""
     try:
         lines = Path("/proc/stat").read_text().splitlines()
     except OSError:
         return None
-    total = busy = 0
+    out = {}
     for line in lines:
         name, *fields = line.split()
         if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
             ticks = [int(x) for x in fields[:8]]  # guest time is already counted in user
-            total, busy = total + sum(ticks), busy + sum(ticks) - ticks[3] - ticks[4]  # less idle and iowait
-    return total, busy
+            out[int(name[3:])] = (sum(ticks), sum(ticks) - ticks[3] - ticks[4])  # less idle and iowait
+    return out
 
 
-def free_cpus(sample_s: float = 1.0) -> int:
+_last_sample: list = [0.0, {}]  # (when, busy_share): one sample serves the backends started within seconds
+
+
+def busy_share(sample_s: float = 1.0, reuse_s: float = 10.0) -> dict[int, float]:
+    """CPU -> the share of ``sample_s`` that other processes kept it busy (0 idle .. 1 busy), for the CPUs this
+    process may use; every CPU idle where the OS has no /proc/stat (macOS, Windows). A sample younger than
+    ``reuse_s`` seconds is reused."""
+    if time.monotonic() - _last_sample[0] < reuse_s:
+        return _last_sample[1]
+    cpus = usable_cpus()
+    before = _jiffies(cpus)
+    if before is None:
+        return dict.fromkeys(sorted(cpus), 0.0)
+    time.sleep(sample_s)
+    after = _jiffies(cpus)
+    share = {cpu: (after[cpu][1] - before[cpu][1]) / max(1, after[cpu][0] - before[cpu][0]) for cpu in sorted(before)}
+    _last_sample[:] = time.monotonic(), share
+    return share
+
+
+def free_cpus(sample_s: float = 1.0, busy: dict[int, float] | None = None) -> int:
     """How many threads this process should run now: the CPUs it may use (affinity and cgroup quota) less
     the share of them other processes kept busy over the last ``sample_s`` seconds, at least one.
 
     On 2 cores shared with another busy process, two torch threads ran 3x slower than one.
     """
-    cpus = usable_cpus()
-    before = _busy_jiffies(cpus)
+    busy = busy_share(sample_s, reuse_s=0) if busy is None else busy
     allowed = available_cpus()
-    if before is None:
-        return allowed
-    time.sleep(sample_s)
-    after = _busy_jiffies(cpus)
-    busy = (after[1] - before[1]) / max(1, after[0] - before[0]) * len(cpus)
-    return max(1, min(allowed, round(allowed - busy)))
+    return max(1, min(allowed, round(allowed - sum(busy.values()))))
+
+
+def thread_cpus(sample_s: float = 1.0) -> list[int]:
+    """The CPUs a backend starting now should run its threads on, least busy first: as many as ``free_cpus``
+    (or ``SLM_LAB_THREADS``). A thread pool larger than the free cores stalls: llama.cpp's and OpenMP's workers
+    wait for each other by spinning, so one worker that loses its core holds up every token."""
+    busy = busy_share(sample_s)
+    wanted = os.environ.get(THREADS_VARIABLE, "").strip()
+    count = max(1, min(int(wanted), len(busy))) if wanted.isdigit() else free_cpus(busy=busy)
+    return sorted(sorted(busy, key=lambda cpu: busy[cpu])[:count])

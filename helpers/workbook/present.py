@@ -3,8 +3,9 @@
 Every backend is started once, here, with the deploy layer (or the instructor's running ones are
 used: ``--endpoints`` / ``SLM_LAB_ENDPOINTS``, JSON backend -> URL); every page that Voilà serves
 (notebooks/dashboard.ipynb, one kernel per page) races those same servers, so a reload or a second
-viewer starts nothing. Kernels of pages closed without a goodbye are culled after a few idle
-minutes. Ctrl-C (or SIGTERM) stops Voilà, its kernels and the backends started here.
+viewer starts nothing. Where the backends do not fit in memory together, none is started here and the
+page starts them one after another for each race. Kernels of pages closed without a goodbye are culled
+after a few idle minutes. Ctrl-C (or SIGTERM) stops Voilà, its kernels and the backends started here.
 """
 from __future__ import annotations
 
@@ -44,7 +45,10 @@ def main(argv: list[str] | None = None) -> None:
     voila = None
     try:
         urls = dashboard.connect(lab, args.endpoints)
-        env = {**os.environ, "SLM_LAB_ENDPOINTS": json.dumps(urls), "SLM_LAB_MODEL": lab.model.key,
+        if not urls:
+            print("the backends do not fit in memory together: the page starts them one after another for each race "
+                  "(open it in one browser tab only)", flush=True)
+        env = {**os.environ, "SLM_LAB_ENDPOINTS": json.dumps(urls) if urls else "", "SLM_LAB_MODEL": lab.model.key,
                "SLM_LAB_RUNTIME": lab.runtime}
         print(f"presentation mode: open http://127.0.0.1:{args.port}/ (Ctrl-C stops it and the backends it started)",
               flush=True)

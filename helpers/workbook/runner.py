@@ -1,8 +1,9 @@
 """Execute the workbook's notebooks with papermill, in order, into ``runs/``.
 
-``slm-lab`` (``make lab``) runs every ``notebooks/NN_*.ipynb`` with the local
-runtime and the default model (``--model`` picks another), writes each executed
-copy and its summary to ``runs/<timestamp>/`` and a ``workbook.json`` over all of them.
+``slm-lab`` (``make lab``) runs every ``notebooks/NN_*.ipynb`` on the runtime ``--runtime`` names (default
+``auto``: Docker where a daemon answers and Docker Hub is reachable, else local processes) with the default
+model (``--model`` picks another). It first says which runtime and why, and what will be downloaded or built;
+it writes each executed copy and its summary to ``runs/<timestamp>/`` and a ``workbook.json`` over all of them.
 """
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ import time
 from pathlib import Path
 
 from helpers import models
+from helpers.system import machine
 from helpers.system.paths import REPO, RUNS
+from helpers.workbook import doctor
 from helpers.workbook.summary import load as load_summary
 
 NOTEBOOKS = REPO / "notebooks"
 LABS = REPO / "labs"
-DEFAULT_PARAMETERS = {"runtime": "local", "model": models.DEFAULT}
+DEFAULT_PARAMETERS = {"runtime": "local", "model": models.DEFAULT}  # what a test's run_notebook gets unless told
 
 
 class NotebookFailed(RuntimeError):
@@ -57,10 +60,17 @@ def _failing_source(executed: Path, exec_count: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runtime", default=DEFAULT_PARAMETERS["runtime"], choices=["local", "docker", "auto"])
+    parser.add_argument("--runtime", default="auto", choices=["local", "docker", "auto"])
     parser.add_argument("--model", default=DEFAULT_PARAMETERS["model"], choices=sorted(models.MODELS))
     parser.add_argument("--only", nargs="*", help="notebook name prefixes to run, e.g. 00 01")
     args = parser.parse_args(argv)
+    env = machine.check_environment()
+    args.runtime, why = machine.runtime_choice(args.runtime, env)
+    print(f"runtime: {args.runtime} ({why})")
+    print(f"model: {args.model} — {models.get(args.model).title}")
+    print("downloaded or built on first use:")
+    for what, size in doctor.downloads(models.get(args.model), args.runtime, env):
+        print(f"  {what:<22} {size}")
     out_dir = RUNS / time.strftime("%Y%m%d-%H%M%S")
     results, failed = {}, False
     for notebook in discover():
@@ -76,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             print(err, file=sys.stderr)
         results[notebook.name]["seconds"] = round(time.perf_counter() - start, 1)
         print(f"  {'ok' if results[notebook.name]['ok'] else 'FAILED'} in {results[notebook.name]['seconds']} s")
+    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "workbook.json").write_text(json.dumps(results, indent=2))
     print(f"executed notebooks and summaries ({args.model}, {args.runtime} runtime): {out_dir}")
     return 1 if failed else 0

@@ -14,7 +14,7 @@ import numpy as np
 from helpers.formats.chat_format import compile_template, render_prompt, tools_in_system_message
 from helpers.formats.tool_formats import PHI4_END, PHI4_START, StreamSplitter
 from helpers.servers.engine.kv_cache import NUMPY_TYPES, KVCache, load_session
-from helpers.system.cpus import available_cpus
+from helpers.system.cpus import thread_cpus
 
 
 class EngineError(Exception):
@@ -154,7 +154,7 @@ class Engine:
         eos = config["eos_token_id"]
         self.eos = set(eos if isinstance(eos, list) else [eos])
         start = time.perf_counter()
-        self.threads = threads or available_cpus()
+        self.threads = threads or len(thread_cpus())  # the cores free at start
         self.session = load_session(folder, config["decoder"], self.threads)
         self.load_seconds = time.perf_counter() - start
         types = {i.name: NUMPY_TYPES.get(i.type) for i in self.session.get_inputs()}

@@ -14,7 +14,7 @@ from helpers.formats.tool_formats import PHI4_END, PHI4_START, StreamSplitter
 from helpers.servers.ollama_standin.errors import OllamaError
 from helpers.servers.ollama_standin.options import DEFAULT_OPTIONS, LOAD_OPTIONS, check_options
 from helpers.servers.ollama_standin.store import Model, Store
-from helpers.system.cpus import available_cpus
+from helpers.system.cpus import available_cpus, thread_cpus
 
 
 @dataclass
@@ -58,7 +58,9 @@ class Runners:
                 # Ollama gives every parallel slot the full num_ctx
                 params.n_ctx = load.get("num_ctx", DEFAULT_OPTIONS["num_ctx"]) * self.parallel
                 params.n_parallel = self.parallel
-                params.cpuparams.n_threads = params.cpuparams_batch.n_threads = load.get("num_thread", 2)
+                # the cores free now (Ollama: the physical cores), unless the request set num_thread
+                params.cpuparams.n_threads = params.cpuparams_batch.n_threads = (load.get("num_thread")
+                                                                                 or len(thread_cpus()))
                 if "num_batch" in load:
                     params.n_batch = load["num_batch"]
                 params.special = True  # special tokens in the output: <|tool_call|> is how tools are called
