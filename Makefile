@@ -8,7 +8,7 @@ STAMP := $(VENV)/.requirements-installed
 # The machine's pip config names local indexes that may be absent; pip warns once per package.
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: setup doctor engine browser sandbox lab jupyter present test nano nano-train clean clean-cache
+.PHONY: setup doctor engine browser sandbox lab book jupyter present test nano nano-train clean clean-cache
 
 setup: $(STAMP)  ## the kernel's virtualenv (.venv): torch, then the project (pip install -e .) with requirements.txt
 
@@ -27,6 +27,9 @@ MODEL ?= qwen2.5-coder-0.5b
 RUNTIME ?= auto
 lab: setup engine sandbox  ## every notebook in order into runs/ (RUNTIME=auto|local|docker, MODEL=phi4-nano for the fast one)
 	$(VENV)/bin/slm-lab --model $(MODEL) --runtime $(RUNTIME)
+
+book: setup  ## the latest make lab run (its labs executed with their solutions) as HTML: runs/<time>/book/index.html
+	$(VENV)/bin/slm-lab-book --labs
 
 jupyter: setup  ## open JupyterLab on the notebooks
 	$(VENV)/bin/jupyter lab --notebook-dir=$(CURDIR) $(if $(filter 0,$(shell id -u)),--allow-root)

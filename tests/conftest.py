@@ -18,6 +18,33 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="no chromium + chromedriver (make browser installs them)"))
 
 
+@pytest.fixture
+def browser(tmp_path):
+    """Debian's headless Chromium, driven through chromium-driver (make browser installs both)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    from helpers.system.paths import RUNS
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1500,1400",
+                f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    driver.set_page_load_timeout(600)  # the presentation mode starts every backend before it draws
+    (RUNS / "browser").mkdir(parents=True, exist_ok=True)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="session")
+def book_run(tmp_path_factory):
+    """Where the notebook tests keep their executed copies of one run (the real model, local processes): the
+    book is built from them."""
+    return tmp_path_factory.mktemp("book-run")
+
+
 @pytest.fixture(scope="session")
 def nano():
     """(model, tokenizer, folder) of the committed phi4-nano."""

@@ -197,3 +197,21 @@ def test_vllms_kv_cache_holds_the_cards_context_for_each_request_the_lab_sends_a
     assert qwen.kv_cache_bytes(4) == 2 * 24 * 2 * 64 * 4 * 2048 * 8 == 384 * 2**20
     cmd = backends.get("vllm").spec(qwen, "local", model_path=Path("/m")).local_command
     assert _arg(cmd, "--kv-cache-memory-bytes") == str(384 * 2**20) and _arg(cmd, "--max-num-seqs") == "8"
+
+
+@pytest.mark.parametrize("backend", ["vllm", "ollama", "onnx-engine"])
+def test_commands_shown_to_people_carry_no_lab_labels_or_cache_paths(backend, tmp_path):
+    from helpers.system.paths import cache_dir
+    from helpers.workbook.chapter import Chapter
+    from helpers.workbook.summary import Summary
+    from helpers.system import machine
+
+    env = machine.Environment(python="3.11", platform="Linux", cpus=2, ram_gb=24.0, ram_available_gb=20.0,
+                              disk_free_gb=80.0, cpu_flags=[], docker=None, docker_error="", nvidia_runtime=False,
+                              gpus=[])
+    lab = Chapter("01_x", env, "local", NANO, Summary("01_x", tmp_path))
+    for where, line in lab.commands(backend).items():
+        assert "--label" not in line and LABEL not in line.replace(f"{LABEL}/", ""), (where, line)
+        assert str(cache_dir()) not in line and str(REPO) not in line, (where, line)
+        if where.startswith("docker"):
+            assert line.startswith(f"docker run -d --name {backend} -p 127.0.0.1:"), line

@@ -76,10 +76,16 @@ def test_the_concurrency_plot_draws_every_backend_against_concurrency():
 
 def test_framework_table_keeps_the_seed_guess_beside_each_measurement():
     measured = {"vllm": {"ready_s": 30.0, "install": "venv", "memory_mb": 2900.0, "tok_s": 400.0, "tool_accuracy": 0.5,
-                         "tool_streaming": False}}
-    table = {row["feature"]: row["vllm"] for row in comparison.framework_table(measured, gpu=False)}
+                         "tool_streaming": False, "device": "cpu"},
+                "ollama": {"ready_s": 1.0, "install": "image", "memory_mb": 900.0, "tok_s": 90.0, "tool_accuracy": 0.5,
+                           "device": "60% gpu"}}
+    rows = comparison.framework_table(measured)
+    table = {row["feature"]: row["vllm"] for row in rows}
     assert table["CPU tok/s (1 stream)"] == "400 (seed: ~8)"
-    assert table["GPU tok/s (1 stream)"].startswith("not measured (no GPU)")
+    assert table["GPU tok/s (1 stream)"].startswith("not measured (ran on the cpu)")
+    partly = {row["feature"]: row["ollama"] for row in rows}  # what the backend reported, whatever the machine has
+    assert partly["GPU tok/s (1 stream)"].startswith("90 (60% gpu)")
+    assert partly["CPU tok/s (1 stream)"].startswith("not measured (ran on the 60% gpu)")
     assert "not streamed" in table["function calling"] and "2,900 MB" in table["memory"]
 
 
@@ -140,8 +146,9 @@ def test_a_failing_backend_shows_its_error_in_its_own_column():
 
 
 def test_measurements_feed_the_table():
-    bench = {"vllm": [{"concurrency": 1, "output_tok_s": 400.0}, {"concurrency": 2, "output_tok_s": 500.0}]}
+    bench = {"vllm": {"concurrency": [{"concurrency": 1, "output tok/s": 400.0}, {"concurrency": 2, "output tok/s": 500.0}],
+                      "rate": []}}
     accuracy = {"vllm": {"tool_call": 0.2, "no_tool": 0.1, "tool_result": 0.3}}
-    m = comparison.measurements("local", {"vllm": 20.0}, {"vllm": 2900.0}, bench, accuracy)["vllm"]
+    m = comparison.measurements("local", {"vllm": 20.0}, {"vllm": 2900.0}, bench, accuracy, {"vllm": "cpu"})["vllm"]
     assert m["tok_s"] == 400.0 and m["tool_accuracy"] == pytest.approx(0.2) and not m["tool_streaming"]
     assert m["install"].startswith("own virtualenv")

@@ -55,8 +55,8 @@ def test_what_a_backend_needs_is_on_every_card(backend, model):
 def test_the_comparison_table_has_a_row_for_every_backend(backend):
     entry = backends.get(backend)
     measured = {backend: {"ready_s": 1.0, "install": entry.install["local"], "memory_mb": 500.0, "tok_s": 10.0,
-                          "tool_accuracy": 1.0, "tool_streaming": entry.streams_tool_calls}}
-    rows = comparison.framework_table(measured, gpu=False)
+                          "tool_accuracy": 1.0, "tool_streaming": entry.streams_tool_calls, "device": "cpu"}}
+    rows = comparison.framework_table(measured)
     assert len(rows) == len(comparison.SEED_TABLE) and all(backend in row for row in rows)
     assert all(("(seed: " in row[backend]) == (entry.seed is not None) for row in rows)
 

@@ -47,6 +47,9 @@ class LlamaCppServer(Backend):
     def loads(self, card) -> str:
         return "GGUF"
 
+    def device(self, server) -> str:
+        return "cpu"  # the xllamacpp wheel from PyPI is a CPU build
+
 
 @pytest.fixture
 def fourth(monkeypatch):
@@ -61,8 +64,8 @@ def test_the_registries_take_a_fourth_backend(fourth, tmp_path):
     for runtime in ("local", "docker"):
         assert fourth.spec(card, runtime, model_path=tmp_path / "m.gguf").api == "openai"
     measured = {"llama.cpp": {"ready_s": 1.0, "install": fourth.install["local"], "memory_mb": 700.0, "tok_s": 20.0,
-                              "tool_accuracy": 1.0, "tool_streaming": True}}
-    rows = comparison.framework_table(measured, gpu=False)  # the seed never named it: no guess beside it
+                              "tool_accuracy": 1.0, "tool_streaming": True, "device": "cpu"}}
+    rows = comparison.framework_table(measured)  # the seed never named it: no guess beside it
     assert all(row["llama.cpp"] and "seed:" not in row["llama.cpp"] for row in rows)
 
 

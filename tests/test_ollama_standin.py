@@ -204,6 +204,10 @@ def test_openai_compatible_endpoint(server, client):
     assert call.finish_reason == "tool_calls" and call.tool_calls[0]["arguments"] == {"radius": 5}
     assert openai_api.stream(cl, NAME, TRAIN)["text"] == reply.content
     assert openai_api.expect_error(lambda: cl.chat.completions.create(model="nope", messages=TRAIN))["status"] == 404
+    parts = [{**m, "content": [{"type": "text", "text": m["content"]}]} for m in TRAIN]  # as vllm bench serve sends
+    assert openai_api.chat(cl, NAME, parts).content == reply.content
+    image = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}]
+    assert openai_api.expect_error(lambda: cl.chat.completions.create(model=NAME, messages=image))["status"] == 400
 
 
 def _standin_mutations(rng):

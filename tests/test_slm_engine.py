@@ -417,3 +417,39 @@ def test_fuzzed_bodies_get_4xx_while_valid_streams_run_and_health_answers(engine
     assert statuses.get(400, 0) > 1000 and statuses.get(413, 0) >= 3  # most mutations are invalid, and say so
     assert answers and len(set(answers)) == 1, "valid streams alongside the junk each got the same greedy answer"
     assert latencies and max(latencies) < 1.0, f"/health took up to {max(latencies):.2f} s"
+
+
+LONG = [{"role": "user", "content": "Summarise: " + " ".join(f"{curriculum.SEED_TRAIN_QUESTION}" for _ in range(12))}]
+
+
+def test_a_prompt_read_in_chunks_gives_the_same_tokens(onnx_folder):
+    """Chunked prefill changes when a prompt is read, not what the model answers (greedy, fp32)."""
+    whole = Engine(onnx_folder / "genai-fp32", MODEL, max_batch=2, prefill_chunk=4096)
+    chunked = Engine(onnx_folder / "genai-fp32", MODEL, max_batch=2, prefill_chunk=16)
+    prompt_tokens = len(chunked.render(LONG, None))
+    assert _answers(chunked, [LONG, TRAIN], 32) == _answers(whole, [LONG, TRAIN], 32)
+    assert chunked.stats["prefill_steps"] >= -(-prompt_tokens // 16) and whole.prefill_sizes[16] == 0
+    assert max(n for n, count in enumerate(chunked.prefill_sizes) if count) == 16
+
+
+def test_running_streams_keep_decoding_while_a_long_prompt_is_read(onnx_folder):
+    """A long prompt that arrives mid-stream is read one chunk per step, each beside a decode step of the running
+    request: the stream gets a token for every chunk instead of waiting for the whole prompt."""
+    engine = Engine(onnx_folder / "genai-fp32", MODEL, max_batch=4, prefill_chunk=16)
+    tokens, first_of_long, done = [], threading.Event(), threading.Event()
+
+    def running(event):
+        if event["type"] == "text":
+            tokens.append(event["text"])
+        elif event["type"] == "end":
+            done.set()
+    engine.stream_interval = 0  # one event per token
+    engine.submit(Job(engine.render(TRAIN, None), Sampling(400, min_tokens=400), running))
+    while len(tokens) < 5:
+        time.sleep(0.001)
+    before = len(tokens)
+    engine.submit(Job(engine.render(LONG, None), Sampling(4), lambda event: first_of_long.set()))
+    assert first_of_long.wait(60)
+    chunks = -(-len(engine.render(LONG, None)) // 16)
+    assert len(tokens) - before >= chunks - 1, "the running stream was paused for the whole prompt"
+    assert done.wait(120)

@@ -72,6 +72,11 @@ class Backend:
         if runtime == "local" and self.local_venv:
             venvs.ensure_venv(self.local_venv, progress)
 
+    def device(self, server) -> str:
+        """What the running ``server`` (a deployment of this backend) computes on, as the backend reports it:
+        "cpu", "gpu", or the model's share in GPU memory ("60% gpu")."""
+        raise NotImplementedError
+
     def provide(self, card, base_url: str, progress: bool = True) -> None:
         """Make ``card`` available in the running server at ``base_url`` (servers that load it at start: nothing)."""
 

@@ -7,6 +7,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import requests
+
 from helpers.backends.base import LINUX_ARM, LINUX_X86, MAC_ARM, MAC_X86, Backend, Options, SeedFacts
 from helpers.clients import ollama_api
 from helpers.deploy.context import source_files
@@ -28,8 +30,6 @@ class OllamaOptions(Options):
 
 def is_standin(base_url: str) -> bool:
     """True when ``base_url`` is the lab's Ollama-API stand-in (its version says so), not Ollama."""
-    import requests
-
     return requests.get(base_url.rstrip("/") + "/api/version", timeout=10).json()["version"].endswith("standin")
 
 
@@ -66,6 +66,14 @@ class Ollama(Backend):
                            standin=StandIn(dockerfile="compose/ollama/Dockerfile.standin", files=files,
                                            wheels=REPO / "compose/ollama/requirements.txt",
                                            volumes={str(model_path): "/library:ro"} if model_path else {}))
+
+    def device(self, server) -> str:
+        """From ``/api/ps`` (what ``ollama ps`` shows): the loaded model's share in GPU memory, size_vram of size."""
+        loaded = requests.get(server.base_url.rstrip("/") + "/api/ps", timeout=10).json()["models"]
+        if not loaded:
+            return "unknown (no model loaded)"
+        share = loaded[0].get("size_vram", 0) / max(1, loaded[0]["size"])
+        return "cpu" if share == 0 else "gpu" if share >= 0.999 else f"{share:.0%} gpu"
 
     def prepare(self, card, runtime: str, progress: bool = True) -> Path:
         """The stand-in's model library (a local mirror of Ollama's) holding ``card``'s GGUF as its served name,

@@ -7,6 +7,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import requests
+
 from helpers.backends.base import LINUX_ARM, LINUX_X86, MAC_ARM, Backend, Options, SeedFacts
 from helpers.deploy.context import source_files
 from helpers.deploy.spec import BackendSpec, memory_limit
@@ -64,6 +66,11 @@ class SLMEngine(Backend):
     @staticmethod
     def arguments(card, model: str) -> list[str]:
         return ["--model", model, "--served-model-name", card.served_name, "--context", str(card.context)]
+
+    def device(self, server) -> str:
+        """From the engine's ``/health``: its ONNX Runtime execution provider."""
+        provider = requests.get(server.base_url.rstrip("/") + "/health", timeout=10).json()["provider"]
+        return "cpu" if provider == "CPUExecutionProvider" else "gpu"
 
     def prepare(self, card, runtime: str, progress: bool = True) -> Path:
         return onnx_convert.converted(card, progress) / self.variant(card)

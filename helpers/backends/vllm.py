@@ -3,6 +3,7 @@ virtualenv; its settings per model (tool parser, chat template, dtype) and the s
 from __future__ import annotations
 
 import hashlib
+import re
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,6 +150,11 @@ class VLLM(Backend):
                             files={"compose/vllm/Dockerfile.standin": REPO / "compose/vllm/Dockerfile.standin",
                                    **source_files("helpers.system.venvs")},
                             wheels=self.local_venv.image_requirements))
+
+    def device(self, server) -> str:
+        """From vLLM's start-up log: its engine config's ``device_config`` (cpu, cuda, …)."""
+        found = re.search(r"device_config=(\w+)", server.logs(100_000))
+        return "unknown" if not found else "cpu" if found.group(1) == "cpu" else "gpu"
 
     def prepare(self, card, runtime: str, progress: bool = True) -> Path | None:
         if runtime == "docker" and hasattr(card.source, "repo"):

@@ -125,15 +125,34 @@ def docker_run_kwargs(spec: BackendSpec, image: str, host_port: int, gpu_availab
     return kwargs
 
 
-def docker_command(kwargs: dict) -> str:
-    """The ``docker run`` command line that does what ``containers.run(**kwargs)`` does (copy-pasteable)."""
-    argv = ["docker", "run", "-d", "--name", kwargs["name"]]
+def _for_people(source: str) -> str:
+    """A volume's source as a learner would write it: a named volume without the lab's prefix, this repository's
+    folders from ``$PWD`` (its root), the lab's cache as a folder of the learner's own."""
+    from helpers.system.paths import REPO, cache_dir
+
+    if "/" not in source:
+        return source.removeprefix(f"{LABEL}-")
+    path = Path(source)
+    if path.is_relative_to(REPO):
+        return f"$PWD/{path.relative_to(REPO)}"
+    if path.is_relative_to(cache_dir()):
+        return f"$HOME/models/{path.name}"
+    return source
+
+
+def docker_command(kwargs: dict, for_people: bool = False) -> str:
+    """The ``docker run`` command line that does what ``containers.run(**kwargs)`` does (copy-pasteable).
+    ``for_people``: as a learner would type it — no lab labels, the container named after its backend, the
+    container's port on the same host port, the lab's cache folders as folders of the learner's own."""
+    name = kwargs["labels"].get(f"{LABEL}.backend", kwargs["name"]) if for_people else kwargs["name"]
+    argv = ["docker", "run", "-d", "--name", name]
     for port, (host, host_port) in kwargs["ports"].items():
-        argv += ["-p", f"{host}:{host_port}:{port.split('/')[0]}"]
+        container_port = port.split("/")[0]
+        argv += ["-p", f"{host}:{container_port if for_people else host_port}:{container_port}"]
     for key, value in kwargs["environment"].items():
         argv += ["-e", f"{key}={'<your token>' if 'TOKEN' in key else value}"]
     for src, bind in kwargs["volumes"].items():
-        argv += ["-v", f"{src}:{bind['bind']}" + (":ro" if bind["mode"] == "ro" else "")]
+        argv += ["-v", f"{_for_people(src) if for_people else src}:{bind['bind']}" + (":ro" if bind["mode"] == "ro" else "")]
     flags = {"mem_limit": "--memory", "shm_size": "--shm-size", "user": "--user"}
     argv += [part for key, flag in flags.items() if key in kwargs for part in (flag, str(kwargs[key]))]
     if "nano_cpus" in kwargs:
@@ -147,11 +166,36 @@ def docker_command(kwargs: dict) -> str:
         argv += ["--read-only", *[part for path in kwargs.get("tmpfs", {}) for part in ("--tmpfs", path)]]
     if kwargs.get("device_requests"):
         argv += ["--gpus", "all"]
-    argv += [part for key, value in kwargs["labels"].items() for part in ("--label", f"{key}={value}")]
-    return shlex.join(argv + [kwargs["image"], *(kwargs["command"] or [])])
+    if not for_people:
+        argv += [part for key, value in kwargs["labels"].items() for part in ("--label", f"{key}={value}")]
+    argv += [kwargs["image"], *(kwargs["command"] or [])]
+    # $PWD and $HOME stay for the shell to expand: double quotes where a part holds one
+    return _join(argv)
 
 
-def local_command(spec: BackendSpec, port: int) -> str:
-    """The shell command that ``LocalRuntime`` runs for ``spec`` (environment first, copy-pasteable)."""
+def _join(argv: list[str]) -> str:
+    """A shell line; parts that start with $PWD or $HOME stay expandable (double quotes)."""
+    return " ".join(f'"{part}"' if part.startswith(("$PWD/", "$HOME/")) else shlex.quote(part) for part in argv)
+
+
+def local_command(spec: BackendSpec, port: int, for_people: bool = False) -> str:
+    """The shell command that ``LocalRuntime`` runs for ``spec`` (environment first, copy-pasteable).
+    ``for_people``: as a learner would type it from this repository's root — programs by name, the lab's cache
+    folders as folders of the learner's own."""
+    import sys
+
+    from helpers.system.paths import REPO, cache_dir
+
+    def person(part: str) -> str:
+        if part == sys.executable or part.startswith(str(cache_dir() / "venvs")):
+            return Path(part).name if part != sys.executable else "python"
+        path = Path(part)
+        if not path.is_absolute():
+            return part
+        return (str(path.relative_to(REPO)) if path.is_relative_to(REPO) else
+                f"$HOME/models/{path.name}" if path.is_relative_to(cache_dir()) else part)
+
     argv = [part.replace("{port}", str(port)) for part in spec.local_command]
-    return " ".join([f"{k}={shlex.quote(v)}" for k, v in spec.env.items()] + [shlex.join(argv)])
+    if for_people:
+        argv = [person(part) for part in argv]
+    return " ".join([f"{k}={shlex.quote(v)}" for k, v in spec.env.items()] + [_join(argv)])

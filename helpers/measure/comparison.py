@@ -17,10 +17,13 @@ SEED_TABLE = {
 TOOL_FAMILIES = ("tool_call", "no_tool", "tool_result")
 
 
-def measurements(runtime: str, ready_s: dict, memory_mb: dict, bench: dict, accuracy: dict) -> dict[str, dict]:
-    """Per backend, what ``framework_table`` needs, from notebook 05's measurements."""
+def measurements(runtime: str, ready_s: dict, memory_mb: dict, bench: dict, accuracy: dict,
+                 devices: dict) -> dict[str, dict]:
+    """Per backend, what ``framework_table`` needs, from notebook 05's measurements (``bench``: its load tests,
+    ``helpers.measure.load_test``; ``devices``: what each backend reported it computed on, ``Backend.device``)."""
     return {name: {"ready_s": ready_s[name], "install": BACKENDS[name].install[runtime], "memory_mb": memory_mb[name],
-                   "tok_s": next(r for r in bench[name] if r["concurrency"] == 1)["output_tok_s"],
+                   "device": devices[name],
+                   "tok_s": next(r for r in bench[name]["concurrency"] if r["concurrency"] == 1)["output tok/s"],
                    "tool_accuracy": sum(accuracy[name].get(f, 0) for f in TOOL_FAMILIES) / len(TOOL_FAMILIES),
                    "tool_streaming": BACKENDS[name].streams_tool_calls}
             for name in ready_s}
@@ -32,11 +35,11 @@ def _edge(memory_mb: float | None) -> str:
     return f"{'good' if memory_mb < 1000 else 'fair' if memory_mb < 4000 else 'poor'} ({memory_mb:,.0f} MB resident)"
 
 
-def framework_table(measured: dict[str, dict], gpu: bool) -> list[dict]:
+def framework_table(measured: dict[str, dict]) -> list[dict]:
     """Rows of (feature, per backend: measured value and the seed's guess).
 
-    ``measured[backend]`` holds: ready_s, install (what the first start needed), memory_mb,
-    tok_s (single stream), tool_accuracy, tool_streaming.
+    ``measured[backend]`` holds: ready_s, install (what the first start needed), memory_mb, device (what the
+    backend reported it ran on: its tok/s go in that row), tok_s (single stream), tool_accuracy, tool_streaming.
     """
     rows = []
     for feature in SEED_TABLE:
@@ -44,8 +47,10 @@ def framework_table(measured: dict[str, dict], gpu: bool) -> list[dict]:
         for backend, m in measured.items():
             value = {
                 "setup effort": f"{m.get('install', '')}; ready in {m['ready_s']:.1f} s" if "ready_s" in m else None,
-                "GPU tok/s (1 stream)": f"{m['tok_s']:.0f}" if gpu and "tok_s" in m else "not measured (no GPU)",
-                "CPU tok/s (1 stream)": f"{m['tok_s']:.0f}" if not gpu and "tok_s" in m else "not measured (GPU run)",
+                "GPU tok/s (1 stream)": (f"{m['tok_s']:.0f} ({m['device']})" if "gpu" in m.get("device", "")
+                                         else f"not measured (ran on the {m.get('device', 'cpu')})"),
+                "CPU tok/s (1 stream)": (f"{m['tok_s']:.0f}" if m.get("device") == "cpu"
+                                         else f"not measured (ran on the {m.get('device', 'gpu')})"),
                 "memory": f"{m['memory_mb']:,.0f} MB" if m.get("memory_mb") is not None else None,
                 "API": BACKENDS[backend].facts["API"],
                 "function calling": (f"{m['tool_accuracy']:.0%} of tool tasks"
@@ -62,27 +67,6 @@ def framework_table(measured: dict[str, dict], gpu: bool) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- plots
-
-def plot_latency(bench: dict[str, list[dict]], concurrency: int = 1):
-    """TTFT, inter-token and end-to-end latency percentiles per backend at one concurrency."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-    stats = ("p50", "p90", "p99")
-    names = list(bench)
-    for ax, metric, label in zip(axes, ("ttft_ms", "itl_ms", "e2e_ms"), ("time to first token", "inter-token latency",
-                                                                        "end-to-end latency")):
-        x = np.arange(len(names))
-        for i, stat in enumerate(stats):
-            values = [next(r for r in bench[n] if r["concurrency"] == concurrency)[metric][stat] or 0 for n in names]
-            ax.bar(x + (i - 1) * 0.27, values, 0.27, label=stat)
-        ax.set_xticks(x, names)
-        ax.set(title=f"{label} (concurrency {concurrency})", ylabel="ms")
-    axes[0].legend()
-    fig.tight_layout()
-    return fig
-
 
 def plot_throughput(bench: dict[str, list[dict]]):
     """Output tokens/s and p90 end-to-end latency against concurrency."""
@@ -118,6 +102,29 @@ def plot_concurrency(bench: dict[str, list[dict]]):
                                ("output tokens/s", "ms", "ms")):
         ax.set(xlabel="concurrent requests", ylabel=unit, title=title, xscale="log", xticks=levels)
         ax.set_xticks(levels, [str(level) for level in levels])
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_load(load: dict[str, dict[str, list[dict]]]):
+    """``load_test`` rows per backend: output tokens/s, TTFT p99 and ITL p99 against concurrency (closed loop), and
+    goodput against the offered request rate (open loop; the dotted line: every request within the objectives)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
+    for i, (name, sweeps) in enumerate(load.items()):
+        color, rows = f"C{i}", sweeps["concurrency"]
+        levels = [r["concurrency"] for r in rows]
+        for ax, key in zip(axes[:3], ("output tok/s", "TTFT p99 ms", "ITL p99 ms")):
+            ax.plot(levels, [r[key] for r in rows], marker="o", color=color, label=name)
+        offered = [r["offered req/s"] for r in sweeps["rate"]]
+        axes[3].plot(offered, [r["goodput req/s"] for r in sweeps["rate"]], marker="o", color=color, label=name)
+    top = max((r["offered req/s"] for sweeps in load.values() for r in sweeps["rate"]), default=1)
+    axes[3].plot([0, top], [0, top], ":", color="grey", label="all within objectives")
+    for ax, title, unit in zip(axes, ("throughput", "time to first token, p99", "inter-token latency, p99",
+                                      "goodput"), ("output tokens/s", "ms", "ms", "requests/s within objectives")):
+        ax.set(title=title, ylabel=unit, xlabel="concurrent requests" if ax is not axes[3] else "offered requests/s")
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

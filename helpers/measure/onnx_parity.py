@@ -124,13 +124,14 @@ def _load_genai(folder: Path, dtype: str = "float32"):
 LOADERS = {"pytorch": _load_pytorch, "optimum": _load_optimum, "genai": _load_genai}
 
 
-def _measure(kind: str, folder: Path, prompts_file: Path, out: Path, new_tokens: int, dtype: str) -> None:
-    """Subprocess body: run one variant, save logits/tokens/timings to ``out`` (.npz + .json)."""
+def _measure(kind: str, folder: Path, prompts_file: Path, out: Path, new_tokens: int, dtype: str,
+             with_logits: bool = True) -> None:
+    """Subprocess body: run one variant, save logits (unless not wanted)/tokens/timings to ``out`` (.npz + .json)."""
     prompts = json.loads(prompts_file.read_text())
     start = time.perf_counter()
     logits_of, greedy = LOADERS[kind](folder, dtype)
     load_s = time.perf_counter() - start
-    logits = [logits_of(ids).astype(np.float32) for ids in prompts]
+    logits = [logits_of(ids).astype(np.float32) for ids in prompts] if with_logits else []
     tokens = [greedy(ids, new_tokens, force=False) for ids in prompts]
     greedy(prompts[0], 8, force=True)  # warm-up
     start = time.perf_counter()
@@ -153,20 +154,22 @@ def _peak_rss_mb() -> float:
 
 # ----------------------------------------------------------------------------- comparison (in the kernel)
 
-def measure(kind: str, folder: Path, prompts: list[dict], work: Path, new_tokens: int, dtype: str = "float32") -> dict:
-    """Run one variant in a fresh Python; returns its timings, tokens and logits (or an error)."""
+def measure(kind: str, folder: Path, prompts: list[dict], work: Path, new_tokens: int, dtype: str = "float32",
+            with_logits: bool = True) -> dict:
+    """Run one variant in a fresh Python; returns its timings, tokens and logits (or an error). ``with_logits``
+    False: tokens and timings only (a real model's logits over many prompts take gigabytes)."""
     work.mkdir(parents=True, exist_ok=True)
     prompts_file = work / "prompts.json"
     prompts_file.write_text(json.dumps([p["ids"] for p in prompts]))
     out = work / folder.name
     result = subprocess.run([sys.executable, "-m", "helpers.measure.onnx_parity", kind, str(folder), str(prompts_file),
-                             str(out), str(new_tokens), dtype], capture_output=True, text=True)
+                             str(out), str(new_tokens), dtype, str(int(with_logits))], capture_output=True, text=True)
     if result.returncode != 0:
         last = [line for line in result.stderr.strip().splitlines() if line.strip()][-1:] or ["(no output)"]
         return {"error": last[0][:300]}
     data = json.loads(out.with_suffix(".json").read_text())
     with np.load(out.with_suffix(".npz")) as npz:
-        data["logits"] = [npz[f"arr_{i}"] for i in range(len(prompts))]
+        data["logits"] = [npz[f"arr_{i}"] for i in range(len(npz.files))]
     return data
 
 
@@ -257,5 +260,41 @@ def plot_tradeoffs(rows: list[dict]):
     return fig
 
 
+def findings(card, rows: list[dict]) -> str:
+    """What ``parity_table``'s rows say, in Markdown, written from the rows themselves: only the variants this
+    run built, their own numbers, and longrope only for a model that has it."""
+    by_name = {r["variant"]: r for r in rows}
+    ok = {n: r for n, r in by_name.items() if "error" not in r and n != "pytorch"}
+    lines = []
+    fp32 = [n for n in ok if n.endswith("fp32")]
+    for name in fp32:
+        r = ok[name]
+        verdict = "gives PyTorch's greedy tokens" if r["greedy_match"] == 1.0 else (
+            f"matches PyTorch's greedy tokens on {r['greedy_match']:.0%} of them")
+        lines.append(f"- **{name}** {verdict}; its logits differ by at most {r['max_dlogit']:.1e} (float rounding, "
+                     f"which grows with depth: {card.title} has its own layer count).")
+    base = ok.get("genai-fp32") or next(iter(ok.values()), None)
+    for name, r in ok.items():
+        if name in fp32 or base is None:
+            continue
+        lines.append(f"- **{name}**: {r['size_mb']:,.0f} MB (fp32: {base['size_mb']:,.0f}), {r['decode_tok_s']:,.1f} "
+                     f"tok/s (fp32: {base['decode_tok_s']:,.1f}); greedy tokens equal PyTorch's for "
+                     f"{r['greedy_match']:.0%} of them, argmax agreement {r['argmax_agreement']:.1%}, max |Δlogit| "
+                     f"{r['max_dlogit']:.2g}.")
+    if card.longrope_switch and "optimum-fp32" in ok and "genai-fp32" in ok:
+        optimum, genai = ok["optimum-fp32"], ok["genai-fp32"]
+        lines.append(
+            f"- **Past the longrope switch point ({card.longrope_switch} tokens)** the optimum export's logits move by "
+            f"{optimum['max_dlogit_long']:.3g} and genai's by {genai['max_dlogit_long']:.2g}: at trace time the exporter "
+            "evaluated `seq_len > original_max_position_embeddings` once, for its short dummy input, and baked the short "
+            "rotary factors into the graph; onnxruntime-genai's builder implements longrope in its attention operator "
+            "and follows PyTorch.")
+    for name, r in by_name.items():
+        if "error" in r:
+            lines.append(f"- **{name}** could not be used here: {r['error'][:200]}")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    _measure(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
+    _measure(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]), int(sys.argv[5]), sys.argv[6],
+             sys.argv[7] == "1")

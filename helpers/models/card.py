@@ -26,6 +26,8 @@ class Budget:
     bench_tokens: int = 64
     parity_tokens: int = 48  # greedy tokens compared per prompt in notebook 03
     knee_levels: tuple[int, ...] = (1, 2, 4, 8, 16)  # lab 4's concurrency sweep
+    load_input_tokens: int = 128  # prompt length of notebook 05's load tests
+    rate_start: float = 2.0  # requests/s where notebook 05's request-rate sweep starts (it doubles from there)
 
     def tokens(self, family: str) -> int:
         return self.max_tokens.get(family, self.max_tokens["default"])

@@ -111,10 +111,13 @@ def quantize_int8(src: Path, out: Path, settings: dict) -> None:
     _copy_model_files(src, out)
 
 
-def build_genai(src: Path, out: Path, precision: str, work: Path) -> None:
-    """onnxruntime-genai's model builder (``-e cpu``) into ``out``."""
+def build_genai(src: Path, out: Path, precision: str, work: Path, options: dict | None = None) -> None:
+    """onnxruntime-genai's model builder (``-e cpu``) into ``out``; ``options``: its ``--extra_options``
+    (``block_size``, ``accuracy_level``, ``algo_config``, …)."""
     cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(src), "-o", str(out),
            "-p", precision, "-e", "cpu", "-c", str(work)]
+    if options:
+        cmd += ["--extra_options", *(f"{key}={value}" for key, value in options.items())]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"genai builder ({precision}) failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")

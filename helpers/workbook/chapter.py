@@ -62,15 +62,14 @@ class Chapter:
         notebook stops when it does not hold."""
         self.summary.check(check_id, condition, str(detail), text=text)
 
-    def grade(self, check_id: str, text: str, ok: bool | None, answer="", detail="") -> bool:
+    def grade(self, check_id: str, text: str, ok: bool | None, answer="", detail="") -> None:
         """Answer quality: hard for a model with known answers, else a warning (the answer is recorded). ``ok`` None:
         the answer could not be graded here (generated code with no sandbox to run it in): recorded as such."""
         if ok is None:
             self.summary.note(check_id, False, str(detail), text, answer=str(answer)[:2000], soft=True, not_graded=True)
             print(f"– {text}: {detail}")
-            return False
-        return self.summary.grade(check_id, ok, str(detail), answer=str(answer)[:2000], hard=self.model.exact,
-                                  text=text)
+            return
+        self.summary.grade(check_id, ok, str(detail), answer=str(answer)[:2000], hard=self.model.exact, text=text)
 
     def skip(self, what: str, reason: str) -> None:
         """Record that ``what`` did not run on this machine, and why (shown, and kept in the summary)."""
@@ -174,6 +173,13 @@ class Chapter:
             backends.get(name).provide(self.model, server.base_url, progress=progress)
         return servers
 
+    def show_device(self, backend: str, server) -> str:
+        """Print (and record) what ``backend`` reports it computes on: "cpu", "gpu" or a share of the GPU."""
+        device = backends.get(backend).device(server)
+        print(f"{backends.get(backend).title} computes on: {device} (as it reports it)")
+        self.summary.record("device", device)
+        return device
+
     def client(self, backend: str, server, timeout: float = 600):
         """``backend``'s own client (``helpers.clients``) on ``server``, asking for this model."""
         return backends.get(backend).client(server.base_url, self.model, timeout)
@@ -184,14 +190,15 @@ class Chapter:
         registry answers, the lab runs its local stand-in image with the same arguments instead."""
         entry, out = backends.get(backend), {}
         docker_path = entry.prepare(self.model, "docker", progress=False)
+        lines = {}
         for gpu in (True, False):
             spec = entry.spec(self.model, "docker", gpu, docker_path)
             image = spec.image or f"{LABEL}/{spec.name}:local"
-            line = docker_command(docker_run_kwargs(spec, image, spec.port, gpu_available=gpu))
-            if line not in out.values():
-                out[f"docker ({'GPU' if gpu else 'CPU'})"] = line
+            lines[gpu] = docker_command(docker_run_kwargs(spec, image, spec.port, gpu_available=gpu), for_people=True)
+        out |= ({"docker": lines[True]} if lines[True] == lines[False] else
+                {"docker (GPU)": lines[True], "docker (CPU)": lines[False]})
         out["local"] = local_command(entry.spec(self.model, "local", False,
-                                                       entry.prepare(self.model, "local", progress=False)), 8000)
+                                                entry.prepare(self.model, "local", progress=False)), 8000, for_people=True)
         return out
 
     def show_commands(self, backend: str) -> dict[str, str]:
@@ -265,5 +272,6 @@ def start(notebook: str, summary_dir=None, runtime: str = "auto", model: str | N
     runtime, model = resolve(runtime, model, env, summary_dir)
     card = models.get(model)
     summary = Summary(notebook, summary_dir, runtime=runtime, model=model, **parameters)
+    summary.record("environment", env.as_dict())
     print(f"runtime: {runtime} | model: {card.describe()}")
     return Chapter(notebook, env, runtime, card, summary)

@@ -132,6 +132,8 @@ class Dashboard:
             self._answer(client, prompt, mode, temperature, max_tokens, on_text)
 
         try:
+            if self.switch and on_update:
+                on_update(name, {**row, "state": f"starting {name} (backends run one at a time here)…"})
             client = self.client(name)
             start = time.perf_counter()  # after a start in turn: the race times the answer, not the start
             with ThreadPoolExecutor(concurrency) as pool:
@@ -220,8 +222,9 @@ class Dashboard:
 
         def show(name, row):
             ttft = "–" if row["ttft_s"] is None else f"{row['ttft_s']:.2f} s"
-            stats[name].value = (f"TTFT {ttft} · {row['tok_s']:,.1f} tok/s · {row['tokens']} tokens"
-                                 + (" · <span style='color:#b00'>failed</span>" if row["error"] else ""))
+            stats[name].value = row.get("state") or (
+                f"TTFT {ttft} · {row['tok_s']:,.1f} tok/s · {row['tokens']} tokens"
+                + (" · <span style='color:#b00'>failed</span>" if row["error"] else ""))
             body = html.escape(row["answer"]) + (
                 f"<div style='color:#b00'>error: {html.escape(row['error'])}</div>" if row["error"] else "")
             answers[name].value = f"<pre style='white-space:pre-wrap;margin:0'>{body}</pre>"
@@ -246,8 +249,9 @@ class Dashboard:
                     button.disabled = False
 
         def on_race(_):
-            for name in chosen():
-                show(name, {"answer": "", "tokens": 0, "ttft_s": None, "tok_s": 0.0, "error": ""})
+            for name in chosen():  # never a silent column: a model's first request also loads it
+                show(name, {"answer": "", "tokens": 0, "ttft_s": None, "tok_s": 0.0, "error": "",
+                            "state": "waiting for the first token (the first request also loads the model)…"})
             busy("race", lambda: self.race(box.value, chosen(), mode.value, temperature.value, max_tokens.value,
                                            concurrency.value, on_update=show))
 

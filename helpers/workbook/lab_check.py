@@ -51,12 +51,11 @@ class SelfCheck:
         self.summary.note(goal, ok, str(detail), hint=hint, soft=soft)
         return ok
 
-    def report(self) -> bool:
-        """Print the checklist; mark the run complete (it ran to the end) and return whether all goals hold."""
+    def report(self) -> None:
+        """Print the checklist and mark the run complete (it ran to the end); the goals reached are recorded."""
         for goal, ok, detail in self.results:
             print(f"{'✔' if ok else '✗'} {goal}" + ("" if ok else f"\n    {detail}"))
         done = sum(ok for _, ok, _ in self.results)
         print(f"\n{done} of {len(self.results)} goals reached" + (" — well done!" if done == len(self.results) else ""))
         self.summary.record("goals_reached", [done, len(self.results)])
         self.summary.finish()
-        return done == len(self.results)

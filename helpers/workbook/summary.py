@@ -27,11 +27,10 @@ class Summary:
                      "checks": {}, "values": {}, "complete": False}
         self._write()
 
-    def record(self, key: str, value):
-        """Store ``value`` (JSON-able) under ``key`` and return it."""
+    def record(self, key: str, value) -> None:
+        """Store ``value`` (JSON-able) under ``key`` (out of sight: a notebook cell that ends here shows nothing)."""
         self.data["values"][key] = value
         self._write()
-        return value
 
     def note(self, check_id: str, condition: bool, detail: str = "", text: str | None = None, **extra) -> bool:
         """Record a check without raising (a lab's self-check); returns whether it held."""
@@ -41,10 +40,11 @@ class Summary:
         return bool(condition)
 
     def check(self, check_id: str, condition: bool, detail: str = "", text: str | None = None) -> None:
-        """Record a check; raise ``CheckFailed`` with ``detail`` when it does not hold."""
+        """Record a check; one quiet line when it holds (its detail stays in the summary), ``CheckFailed`` with the
+        detail when it does not."""
         if not self.note(check_id, condition, detail, text):
             raise CheckFailed(f"{text or check_id}: {detail}")
-        print(f"✔ {text or check_id}" + (f" — {detail}" if detail else ""))
+        print(f"✔ {text or check_id}")
 
     def grade(self, check_id: str, ok: bool, detail: str = "", answer: str = "", hard: bool = True,
               text: str | None = None) -> bool:

@@ -168,8 +168,9 @@ def create_app(engine: Engine, max_body_bytes: int = MAX_BODY_BYTES, api_key: st
                   "# HELP slm_engine_generation_tokens_per_second generated tokens per second over the last 10 s",
                   "# TYPE slm_engine_generation_tokens_per_second gauge",
                   f"slm_engine_generation_tokens_per_second {engine.tokens_per_second():.2f}"]
-        return "\n".join(lines + _histogram("slm_engine_batch_size", "sequences per decode step",
-                                             engine.batch_sizes)) + "\n"
+        return "\n".join(lines + _histogram("slm_engine_batch_size", "sequences per decode step", engine.batch_sizes)
+                         + _histogram("slm_engine_prefill_tokens", "prompt tokens per prefill step (chunked)",
+                                      engine.prefill_sizes)) + "\n"
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest, request: Request):
@@ -183,7 +184,7 @@ def create_app(engine: Engine, max_body_bytes: int = MAX_BODY_BYTES, api_key: st
         ids = await asyncio.to_thread(engine.render, _messages_for_template(body.messages), use_tools)
         max_tokens = engine.check_length(ids, body.max_completion_tokens or body.max_tokens)
         sampling = Sampling(max_tokens, body.temperature, body.top_p, body.top_k, body.seed, body.stop or [],
-                            body.min_tokens)
+                            max_tokens if body.ignore_eos else body.min_tokens)
         events = _start(engine, ids, sampling, [t["function"]["name"] for t in use_tools] if use_tools else None,
                         engine.chat_hidden)
         rid, now = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())

@@ -79,7 +79,8 @@ class Sequence:
 
         self.engine, self.job, self.s = engine, job, job.sampling
         self.rng = np.random.default_rng(self.s.seed)
-        self.length = len(job.ids)  # tokens in the cache
+        self.length = 0  # tokens in the cache: the prompt enters chunk by chunk
+        self.row = -1  # its cache row while its prompt is read (a running sequence's row is its place in the batch)
         self.last: int | None = None  # the token the next step feeds
         self.step = DecodeStream(skip_special_tokens=False).step
         self.splitter = StreamSplitter(job.tool_names, hidden=job.hidden)
@@ -133,13 +134,16 @@ class Engine:
     """A converted model, its tokenizer and chat template, and the thread that decodes every running request.
 
     Continuous batching: each step, one forward pass gives every running sequence its next token; a request
-    joins after its prompt pass and leaves at any step, its cache row taken by the last row. ONNX Runtime
+    joins after its prompt pass and leaves at any step, its cache row taken by the last row. Chunked prefill:
+    a prompt enters in chunks of at most ``prefill_chunk`` tokens, one chunk per step beside the decode step,
+    so a long prompt pauses the running streams for one chunk at a time rather than for the whole. ONNX Runtime
     runs the model directly (onnxruntime-genai's generators decode one request each, and its og.Engine failed
     here: docs/onnx.md); the run releases the GIL, so the event loop streams and answers /health meanwhile.
     """
 
     def __init__(self, folder: Path, served_name: str, max_batch: int = 16, max_queue: int = 16,
-                 stream_interval: float = 0.005, context: int | None = None, threads: int | None = None):
+                 stream_interval: float = 0.005, context: int | None = None, threads: int | None = None,
+                 prefill_chunk: int = 128):
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -179,12 +183,13 @@ class Engine:
         source = _chat_template(folder)
         self.template, self.system_tools = compile_template(source), tools_in_system_message(source)
         self.jobs: queue.Queue[Job] = queue.Queue()
-        self.max_queue, self.max_batch = max_queue, max_batch
+        self.max_queue, self.max_batch, self.prefill_chunk = max_queue, max_batch, max(1, prefill_chunk)
         self.pending = 0
         self.lock = threading.Lock()
         self.stats = {"requests": 0, "rejected_busy": 0, "prompt_tokens": 0, "completion_tokens": 0,
-                      "generation_seconds": 0.0, "queue_seconds": 0.0}
+                      "generation_seconds": 0.0, "queue_seconds": 0.0, "prefill_steps": 0, "prefill_tokens": 0}
         self.batch_sizes = [0] * (max_batch + 1)  # decode steps per number of sequences in the step
+        self.prefill_sizes = [0] * (self.prefill_chunk + 1)  # prefill steps per number of prompt tokens fed
         self.recent: deque[tuple[float, int]] = deque(maxlen=4096)  # (time, tokens) of recent steps
         self.decoder = threading.Thread(target=self._decode, name="decoder", daemon=True)
         self.decoder.start()
@@ -236,38 +241,55 @@ class Engine:
         return sum(n for _, n in recent) / window if recent else 0.0
 
     def _decode(self) -> None:
-        """Admit queued requests while the batch has room (a prompt pass each), then one step for all."""
+        """Each step: the next chunk of the prompt being read (one request at a time, in arrival order, while the
+        batch has room), then one decode step for every running request."""
         running: list[Sequence] = []
+        reading: Sequence | None = None
         while True:
-            while len(running) < self.max_batch:
+            if reading is None and len(running) < self.max_batch:
                 try:
                     job = self.jobs.get(block=not running)
                 except queue.Empty:
-                    break
-                self._admit(job, running)
+                    job = None
+                if job is not None:
+                    self.stats["queue_seconds"] += time.perf_counter() - job.queued_at
+                    reading = Sequence(self, job)
+            if reading is not None and self._prefill(reading, running):
+                reading = None
             if running:
                 self._step(running)
 
-    def _admit(self, job: Job, running: list[Sequence]) -> None:
-        """Run ``job``'s prompt into the next free cache row and take its first token."""
-        self.stats["queue_seconds"] += time.perf_counter() - job.queued_at
-        sequence, row = Sequence(self, job), len(running)
-        if job.cancelled.is_set():  # the client left while the request waited
+    def _prefill(self, sequence: Sequence, running: list[Sequence]) -> bool:
+        """Feed the next chunk of ``sequence``'s prompt into the cache row after the running ones; after the last
+        chunk take its first token and let it join ``running``. True when it is done reading (or has left)."""
+        if sequence.job.cancelled.is_set():  # the client left while the request waited or was read
             self._retire(sequence)
-            return
+            return True
+        row = len(running)
         try:
-            self.cache.ensure(row + 1, len(job.ids))
-            ids = np.array([job.ids], self.id_type)
-            logits = self._forward(row, ids, np.ones(ids.shape, self.mask_type))
+            if 0 <= sequence.row != row:  # a running request left meanwhile: its row moves up behind them
+                self.cache.move(sequence.row, row)
+            sequence.row = row
+            chunk = sequence.job.ids[sequence.length:sequence.length + self.prefill_chunk]
+            self.cache.ensure(row + 1, sequence.length + len(chunk))
+            logits = self._forward(row, np.array([chunk], self.id_type),
+                                   np.ones((1, sequence.length + len(chunk)), self.mask_type))
+            sequence.length += len(chunk)
+            self.stats["prefill_steps"] += 1
+            self.stats["prefill_tokens"] += len(chunk)
+            self.prefill_sizes[len(chunk)] += 1
+            if sequence.length < len(sequence.job.ids):
+                return False
             sequence.take(logits[0])
         except Exception as err:  # noqa: BLE001 - the request gets the error, the engine lives on
             self._fail([sequence], err)
             self._retire(sequence)
-            return
+            return True
         if sequence.running:
             running.append(sequence)
         else:
             self._retire(sequence)
+        return True
 
     def _step(self, running: list[Sequence]) -> None:
         """One forward pass for every running sequence (right-padded to the longest), a token each."""

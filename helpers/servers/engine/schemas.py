@@ -72,6 +72,7 @@ class ChatRequest(_Body):
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     min_tokens: int = Field(0, ge=0)  # vLLM's extension: EOS is suppressed until this many tokens
+    ignore_eos: bool = False  # vLLM's extension: EOS is suppressed for the whole answer (load tests)
     stop: str | list[str] | None = None
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     stream: bool = False

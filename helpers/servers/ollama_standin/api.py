@@ -446,7 +446,7 @@ def create_app(service: Service, listen: str = "127.0.0.1", origins: tuple[str, 
                     options[ours] = body[theirs]
             options = service.options_for(model, options)
             tools = _tools(body.get("tools"))
-            messages = _messages([_from_openai(m) for m in body.get("messages") or []], model.system)
+            messages = _messages([part for m in body.get("messages") or [] for part in _from_openai(m)], model.system)
             prompt_text = service.render(model, messages, tools)
             tool_names = [t["function"]["name"] for t in tools] or None
         except OllamaError as err:
@@ -489,11 +489,18 @@ def create_app(service: Service, listen: str = "127.0.0.1", origins: tuple[str, 
     return app
 
 
-def _from_openai(message) -> dict:
-    """An OpenAI chat message as an Ollama one (tool-call arguments parsed into objects)."""
+def _from_openai(message) -> list[dict]:
+    """An OpenAI chat message as Ollama ones (tool-call arguments parsed into objects). Content given as a list
+    of parts becomes one message per text part, as Ollama's OpenAI layer does; this stand-in serves no images."""
     if not isinstance(message, dict):
         raise OllamaError(400, "messages must be objects")
-    out = {"role": message.get("role"), "content": message.get("content") or ""}
+    content = message.get("content") or ""
+    if isinstance(content, list):
+        if not all(isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
+                   for part in content):
+            raise OllamaError(400, "content parts must be text parts: this stand-in serves no images")
+        return [{"role": message.get("role"), "content": part["text"]} for part in content]
+    out = {"role": message.get("role"), "content": content}
     if message.get("tool_calls"):
         calls = []
         for call in message["tool_calls"]:
@@ -505,4 +512,4 @@ def _from_openai(message) -> dict:
                 raise OllamaError(400, f"tool call arguments are not JSON: {err}") from err
             calls.append({"function": {"name": function.get("name", ""), "arguments": arguments}})
         out["tool_calls"] = calls
-    return out
+    return [out]

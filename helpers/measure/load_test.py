@@ -1,0 +1,115 @@
+"""Load tests on a maintained tool: ``vllm bench serve`` (vLLM's serving benchmark) against any OpenAI-compatible
+backend — a concurrency sweep, and a request-rate sweep (Poisson arrivals) doubled until the backend saturates,
+each with goodput against stated latency objectives.
+
+The tool runs where vLLM is: in the lab's vLLM virtualenv (local runtime) or in vLLM's image (docker runtime,
+on the host's network). Prompts are random token sequences of a fixed length from the model's own tokenizer,
+answers are greedy with EOS ignored where the server honours it (vLLM, the SLM Engine; Ollama's OpenAI endpoint
+does not, so its answers may be shorter — the mean output length is in every row).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from helpers import backends
+
+OBJECTIVES_MS = {"ttft": 2000, "tpot": 200}  # a request meets them with TTFT ≤ 2 s and ≤ 200 ms per output token
+TOOL = "vllm bench serve"
+
+
+def bench_args(base_url: str, model: str, tokenizer: str, result_dir: str, name: str, *, concurrency: int | None,
+               rate: float, prompts: int, input_len: int, output_len: int, warmups: int = 1) -> list[str]:
+    """``vllm bench serve``'s arguments for one run (after ``vllm``)."""
+    args = ["bench", "serve", "--backend", "openai-chat", "--base-url", base_url, "--endpoint", "/v1/chat/completions",
+            "--model", model, "--tokenizer", tokenizer, "--dataset-name", "random",
+            "--random-input-len", str(input_len), "--random-output-len", str(output_len),
+            "--num-prompts", str(prompts), "--request-rate", "inf" if math.isinf(rate) else f"{rate:g}",
+            "--temperature", "0", "--ignore-eos", "--extra-body", json.dumps({"max_tokens": output_len}),
+            "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,99",
+            "--goodput", *[f"{k}:{v}" for k, v in OBJECTIVES_MS.items()], "--num-warmups", str(warmups),
+            "--save-result", "--result-dir", result_dir, "--result-filename", name, "--disable-tqdm", "--seed", "0"]
+    return args + (["--max-concurrency", str(concurrency)] if concurrency else [])
+
+
+def row(result: dict, **label) -> dict:
+    """One table row from ``vllm bench serve``'s result JSON."""
+    completed = result.get("completed", 0)
+    return {**label, "req/s": round(result["request_throughput"], 3),
+            "output tok/s": round(result["output_throughput"], 1),
+            "goodput req/s": round(result.get("request_goodput") or 0.0, 3),
+            "TTFT p50 ms": round(result["median_ttft_ms"]), "TTFT p99 ms": round(result["p99_ttft_ms"]),
+            "ITL p50 ms": round(result["median_itl_ms"], 1), "ITL p99 ms": round(result["p99_itl_ms"], 1),
+            "tokens out": round(result["total_output_tokens"] / max(1, completed), 1),
+            "failed": result.get("failed", 0)}
+
+
+class Bench:
+    """``vllm bench serve`` on one runtime: the vLLM virtualenv's ``vllm``, or vLLM's image (its stand-in where
+    no registry answers) on the host's network."""
+
+    def __init__(self, runtime: str, card, progress: bool = True):
+        self.runtime, self.card = runtime, card
+        self.tokenizer = card.hf_folder(progress=False)
+        vllm = backends.get("vllm")
+        vllm.setup(runtime, progress)
+        if runtime == "docker":
+            from helpers.deploy import runtimes
+
+            docker = runtimes.get("docker")
+            spec = vllm.spec(card, "docker", False, Path("/model"))  # only its image: the tool ships in it
+            self.client, self.image = docker.client, docker.ensure_image(spec, progress)
+        else:
+            from helpers.system import venvs
+
+            self.vllm = str(venvs.venv_dir(vllm.local_venv) / "bin" / "vllm")
+
+    def run(self, base_url: str, **kwargs) -> dict:
+        """One run; its result JSON (raises with the tool's last output lines when it fails)."""
+        with tempfile.TemporaryDirectory() as results:
+            if self.runtime == "docker":
+                from helpers.deploy.spec import LABEL, OWNER
+
+                args = bench_args(base_url, self.card.served_name, "/tokenizer", "/results", "result.json", **kwargs)
+                self.client.containers.run(
+                    self.image, args, entrypoint=["vllm"], network_mode="host", remove=True,
+                    volumes={str(self.tokenizer): {"bind": "/tokenizer", "mode": "ro"},
+                             results: {"bind": "/results", "mode": "rw"}},
+                    environment={"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"},
+                    labels={LABEL: "1", f"{LABEL}.backend": "vllm-bench", **OWNER})
+            else:
+                args = bench_args(base_url, self.card.served_name, str(self.tokenizer), results, "result.json", **kwargs)
+                done = subprocess.run([self.vllm, *args], capture_output=True, text=True,
+                                      env={**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"})
+                if done.returncode:
+                    raise RuntimeError(f"{TOOL} failed:\n{(done.stdout + done.stderr)[-2000:]}")
+            return json.loads((Path(results) / "result.json").read_text())
+
+    def concurrency_sweep(self, base_url: str, levels, input_len: int, output_len: int, per_level: int = 2) -> list[dict]:
+        """Closed loop: at most ``level`` requests in flight, ``per_level`` times as many requests as the level."""
+        return [row(self.run(base_url, concurrency=level, rate=math.inf, prompts=max(4, level * per_level),
+                             input_len=input_len, output_len=output_len), concurrency=level) for level in levels]
+
+    def rate_sweep(self, base_url: str, start: float, input_len: int, output_len: int, prompts: int = 12,
+                   steps: int = 5) -> list[dict]:
+        """Open loop: Poisson arrivals at ``start`` requests/s, doubled until the backend no longer keeps up (it
+        completes less than 80 % of the offered rate: with a dozen Poisson arrivals the measured rate scatters)
+        or ``steps`` rates were tried."""
+        rows, rate = [], start
+        for _ in range(steps):
+            rows.append(row(self.run(base_url, concurrency=None, rate=rate, prompts=prompts, input_len=input_len,
+                                     output_len=output_len), **{"offered req/s": rate}))
+            if rows[-1]["req/s"] < 0.8 * rate:
+                break
+            rate *= 2
+        return rows
+
+
+def sustainable_rate(rows: list[dict]) -> float:
+    """The highest offered rate at which at least 80 % of it was served within the objectives (goodput); 0 if
+    none was."""
+    return max((r["offered req/s"] for r in rows if r["goodput req/s"] >= 0.8 * r["offered req/s"]), default=0.0)

@@ -1,0 +1,51 @@
+"""Load tests on vllm bench serve: its arguments, its result read into rows, the sweep to saturation."""
+import math
+
+import pytest
+
+from helpers import models
+from helpers.measure import load_test, serving_bench
+
+RESULT = {"completed": 8, "failed": 0, "request_throughput": 1.5, "output_throughput": 48.2, "request_goodput": 1.2,
+          "median_ttft_ms": 210.4, "p99_ttft_ms": 900.2, "median_itl_ms": 95.31, "p99_itl_ms": 180.0,
+          "total_output_tokens": 256}
+
+
+def _value(args, flag):
+    return args[args.index(flag) + 1]
+
+
+def test_the_tools_arguments_state_the_load_and_the_objectives():
+    args = load_test.bench_args("http://127.0.0.1:8000", "m", "/tok", "/out", "r.json", concurrency=8,
+                                rate=math.inf, prompts=16, input_len=128, output_len=32)
+    assert args[:2] == ["bench", "serve"] and _value(args, "--backend") == "openai-chat"
+    assert _value(args, "--request-rate") == "inf" and _value(args, "--max-concurrency") == "8"
+    assert "--ignore-eos" in args and _value(args, "--goodput") == "ttft:2000"
+    open_loop = load_test.bench_args("u", "m", "t", "o", "r", concurrency=None, rate=0.5, prompts=8, input_len=8,
+                                     output_len=8)
+    assert _value(open_loop, "--request-rate") == "0.5" and "--max-concurrency" not in open_loop
+
+
+def test_rows_and_the_sustainable_rate():
+    assert load_test.row(RESULT, concurrency=4) == {
+        "concurrency": 4, "req/s": 1.5, "output tok/s": 48.2, "goodput req/s": 1.2, "TTFT p50 ms": 210,
+        "TTFT p99 ms": 900, "ITL p50 ms": 95.3, "ITL p99 ms": 180.0, "tokens out": 32.0, "failed": 0}
+    rows = [{"offered req/s": 1, "goodput req/s": 1.0}, {"offered req/s": 2, "goodput req/s": 1.7},
+            {"offered req/s": 4, "goodput req/s": 2.0}]
+    assert load_test.sustainable_rate(rows) == 2 and load_test.sustainable_rate(rows[2:]) == 0.0
+
+
+def test_the_rate_sweep_doubles_until_the_backend_falls_behind():
+    bench = load_test.Bench.__new__(load_test.Bench)
+    served = {0.5: 0.5, 1.0: 0.85, 2.0: 1.4, 4.0: 1.4}
+    bench.run = lambda base_url, rate, **kw: {**RESULT, "request_throughput": served[rate]}
+    rows = bench.rate_sweep("http://x", 0.5, 8, 8)
+    assert [r["offered req/s"] for r in rows] == [0.5, 1.0, 2.0]  # 1.4 of 2.0 offered (< 80 %): saturated, stop
+
+
+@pytest.mark.slow
+def test_the_tool_measured_against_a_trivial_server():
+    tool = load_test.Bench("local", models.get("phi4-nano"), progress=False)
+    with serving_bench.trivial_server(tokens=16) as url:
+        rows = tool.concurrency_sweep(url, (1, 2), input_len=16, output_len=16)
+    assert [r["concurrency"] for r in rows] == [1, 2] and all(r["failed"] == 0 and r["req/s"] > 0 for r in rows)
