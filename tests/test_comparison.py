@@ -152,3 +152,38 @@ def test_measurements_feed_the_table():
     m = comparison.measurements("local", {"vllm": 20.0}, {"vllm": 2900.0}, bench, accuracy, {"vllm": "cpu"})["vllm"]
     assert m["tok_s"] == 400.0 and m["tool_accuracy"] == pytest.approx(0.2) and not m["tool_streaming"]
     assert m["install"].startswith("own virtualenv")
+
+
+def test_an_answer_that_makes_no_progress_says_so():
+    import io
+    import time
+
+    from helpers.clients.reply import NoProgressWatch
+
+    out = io.StringIO()
+    with NoProgressWatch("m at http://x", patience=0.5, out=out) as watch:
+        time.sleep(0.8)
+        watch.progress()
+        said = out.getvalue()
+        for _ in range(10):  # tokens keep coming: nothing more is said
+            watch.progress()
+            time.sleep(0.02)
+    assert said.count("no new token") >= 1 and "docs/memory.md" in said
+    assert out.getvalue() == said
+
+
+def test_the_figures_table_sets_each_backend_beside_its_bandwidth_bound():
+    row = {"output tok/s": 10.0, "ITL p99 ms": 120.0}
+    bench = {"vllm": {"concurrency": [{"concurrency": 1, **row}, {"concurrency": 8, **row, "output tok/s": 40.0}],
+                      "rate": [{"offered req/s": 0.5, "goodput req/s": 0.5}]}}
+    (fig,) = comparison.figures(bench, {"vllm": 2_000_000_000}, 25e9)
+    assert fig["bound tok/s"] == 12.5 and fig["1 stream / bound"] == "80%" and fig["tok/s at 8"] == 40.0
+    assert fig["req/s within objectives"] == 0.5 and fig["GB read per token"] == 2.0
+
+
+def test_weights_read_per_token_count_a_tied_embedding_once_and_whole():
+    from helpers.measure import memory_bound
+
+    nano = models.get("phi4-nano")  # tied: the LM head reads the whole embedding table
+    assert memory_bound.hf_bytes_per_token(nano.hf_folder(progress=False), "float32") == nano.parameters * 4
+    assert memory_bound.hf_bytes_per_token(nano.hf_folder(progress=False), "bfloat16") == nano.parameters * 2

@@ -121,6 +121,55 @@ def test_compose_v2_first_v1_accepted(monkeypatch, v2, v1, expected):
         compose.compose_command.cache_clear()
 
 
+# What Compose v2 (docker compose 2.x) prints and names: containers `<project>-<service>-<n>` (v1: underscores).
+V2_UP = ("[+] Running 3/3\n ✔ Network slm-lab-engine_default     Created\n"
+         " ✔ Container slm-lab-engine-engine-1  Started\n ✔ Container slm-lab-engine-lb-1      Started\n")
+
+
+class _Container:
+    def __init__(self, name, service):
+        self.name, self.labels = name, {"com.docker.compose.project": "slm-lab-engine",
+                                        "com.docker.compose.service": service}
+        self.attrs = {"State": {"Status": "running", "Health": {"Status": "healthy"}}}
+
+
+def test_compose_v2_runs_through_the_same_code_path(monkeypatch, tmp_path):
+    """v2's command line and its container names (recorded output): the stack asks Docker for containers by the
+    compose labels both versions set, so it reads either naming."""
+    from helpers.deploy import compose
+
+    ran = []
+
+    def run(argv, **kwargs):
+        ran.append(argv)
+        return type("Done", (), {"returncode": 0, "stdout": V2_UP, "stderr": ""})()
+
+    monkeypatch.setattr(compose, "compose_command", lambda: ("docker", "compose"))
+    monkeypatch.setattr(compose.subprocess, "run", run)
+    file = tmp_path / "compose.yaml"
+    file.write_text("services:\n  engine: {image: e}\n  lb: {image: h}\n")
+    stack = compose.ComposeStack(file, "slm-lab-engine")
+    containers = [_Container("slm-lab-engine-engine-1", "engine"), _Container("slm-lab-engine-lb-1", "lb")]
+
+    class Client:
+        class containers:
+            @staticmethod
+            def list(all, filters):  # noqa: A002 - the SDK's keyword
+                wanted = dict(f.split("=", 1) for f in filters["label"])
+                return [c for c in containers if wanted.items() <= c.labels.items()]
+
+        class volumes:
+            @staticmethod
+            def list(filters):
+                return []
+
+    stack.__dict__["client"] = Client
+    stack.up(timeout=5)
+    assert ran[0][:4] == ["docker", "compose", "-p", "slm-lab-engine"] and ran[0][-3:] == ["up", "-d", "--no-build"]
+    assert [r["container"] for r in stack.status()] == ["slm-lab-engine-engine-1", "slm-lab-engine-lb-1"]
+    assert [c.name for c in stack.containers("engine")] == ["slm-lab-engine-engine-1"]
+
+
 def test_overview_has_a_clean_row_per_file():
     rows = compose_lint.overview()
     assert [r["file"] for r in rows] == [str(p.relative_to(REPO)) for p in compose_lint.COMPOSE_FILES]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 
-from helpers.clients.reply import Reply
+from helpers.clients.reply import NoProgressWatch, Reply
 
 
 def pull(client, model: str, progress: bool = True) -> list[str]:
@@ -92,8 +92,9 @@ class Client:
     def chat(self, conversation: list[dict], tools: list[dict] | None = None, max_tokens: int = 160,
              temperature: float = 0.0) -> Reply:
         start = time.perf_counter()
-        response = self.client.chat(model=self.model, messages=messages(conversation), tools=tools or None,
-                                    options={"temperature": temperature, "num_predict": max_tokens})
+        with NoProgressWatch(f"{self.model} at {self.base_url}"):
+            response = self.client.chat(model=self.model, messages=messages(conversation), tools=tools or None,
+                                        options={"temperature": temperature, "num_predict": max_tokens})
         calls = [{"id": f"call_{i}", **call} for i, call in enumerate(_calls(response))]
         return Reply(response.message.content, calls, response.done_reason or "stop", response.eval_count or 0,
                      time.perf_counter() - start)
@@ -102,15 +103,20 @@ class Client:
                on_text=None, temperature: float = 0.0) -> dict:
         """The streamed answer, in the shape of ``openai_api.stream``'s (tool calls arrive in one chunk)."""
         start, first, pieces, calls = time.perf_counter(), None, [], []
-        for chunk in self.client.chat(model=self.model, messages=messages(conversation), tools=tools or None,
-                                      stream=True, options={"temperature": temperature, "num_predict": max_tokens}):
-            if chunk.message.content:
-                first = first or time.perf_counter()
-                pieces.append(chunk.message.content)
-                if on_text:
+        with NoProgressWatch(f"{self.model} at {self.base_url}") as watch:
+            chunks = []
+            for chunk in self.client.chat(model=self.model, messages=messages(conversation), tools=tools or None,
+                                          stream=True, options={"temperature": temperature, "num_predict": max_tokens}):
+                watch.progress()
+                chunks.append((time.perf_counter(), chunk))
+                if on_text and chunk.message.content:
                     on_text(chunk.message.content)
+        for arrived, chunk in chunks:
+            if chunk.message.content:
+                first = first or arrived
+                pieces.append(chunk.message.content)
             if chunk.message.tool_calls:
-                first = first or time.perf_counter()
+                first = first or arrived
                 calls += _calls(chunk)
         end = time.perf_counter()
         return {"text": "".join(pieces), "chunks": len(pieces), "tool_call_deltas": len(calls), "tool_calls": calls,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 
-from helpers.clients.reply import Reply
+from helpers.clients.reply import NoProgressWatch, Reply
 
 
 def client(base_url: str, timeout: float = 120, api_key: str | None = None):
@@ -27,8 +27,9 @@ def chat(cl, model: str, messages: list[dict], tools: list[dict] | None = None, 
          temperature: float = 0.0, **extra) -> Reply:
     """A non-streaming chat completion; tool calls come back as ``{"id", "name", "arguments": dict}``."""
     start = time.perf_counter()
-    response = cl.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens,
-                                          temperature=temperature, **_tool_kwargs(tools), **extra)
+    with NoProgressWatch(f"{model} at {cl.base_url}"):
+        response = cl.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens,
+                                              temperature=temperature, **_tool_kwargs(tools), **extra)
     seconds = time.perf_counter() - start
     choice = response.choices[0]
     calls = [{"id": c.id, "name": c.function.name, "arguments": json.loads(c.function.arguments or "{}")}
@@ -51,18 +52,19 @@ def stream(cl, model: str, messages: list[dict], tools: list[dict] | None = None
     """Stream a completion: text pieces, tool-call deltas seen and the calls they add up to, time to first
     token, total time."""
     start, first, pieces, tool_deltas, calls = time.perf_counter(), None, [], 0, {}
-    for chunk in cl.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens,
-                                            temperature=temperature, stream=True, **_tool_kwargs(tools)):
+    with NoProgressWatch(f"{model} at {cl.base_url}") as watch:
+        chunks = list(_watched(cl.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens,
+                                                          temperature=temperature, stream=True,
+                                                          **_tool_kwargs(tools)), watch, on_text))
+    for arrived, chunk in chunks:
         if not chunk.choices:
             continue
         delta = chunk.choices[0].delta
         if delta.content:
-            first = first or time.perf_counter()
+            first = first or arrived
             pieces.append(delta.content)
-            if on_text:
-                on_text(delta.content)
         if delta.tool_calls:
-            first = first or time.perf_counter()
+            first = first or arrived
             tool_deltas += len(delta.tool_calls)
             for part in delta.tool_calls:
                 call = calls.setdefault(part.index, {"name": "", "arguments": ""})
@@ -72,6 +74,16 @@ def stream(cl, model: str, messages: list[dict], tools: list[dict] | None = None
     return {"text": "".join(pieces), "chunks": len(pieces), "tool_call_deltas": tool_deltas,
             "tool_calls": [{"name": c["name"], "arguments": json.loads(c["arguments"] or "{}")} for c in calls.values()],
             "ttft_s": round((first or end) - start, 3), "total_s": round(end - start, 3)}
+
+
+def _watched(chunks, watch: NoProgressWatch, on_text):
+    """(arrival time, chunk) for each chunk of the stream as it arrives; the watch told of each, and ``on_text``
+    given each text piece at once."""
+    for chunk in chunks:
+        watch.progress()
+        if on_text and chunk.choices and chunk.choices[0].delta.content:
+            on_text(chunk.choices[0].delta.content)
+        yield time.perf_counter(), chunk
 
 
 def raw_completion(cl, model: str, prompt: str, max_tokens: int = 160) -> str:

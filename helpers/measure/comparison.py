@@ -29,6 +29,26 @@ def measurements(runtime: str, ready_s: dict, memory_mb: dict, bench: dict, accu
             for name in ready_s}
 
 
+def figures(bench: dict, read_per_token: dict[str, int], bandwidth: float) -> list[dict]:
+    """Per backend: single-stream tok/s, throughput and ITL p99 at the highest concurrency, the highest request rate
+    served within the objectives — beside the bound this machine's read ``bandwidth`` (bytes/s) puts on one stream
+    given the bytes of weights a decode step reads (``read_per_token``: helpers.measure.memory_bound)."""
+    from helpers.measure.load_test import sustainable_rate
+
+    rows = []
+    for name, sweeps in bench.items():
+        levels = sweeps["concurrency"]
+        one, top = levels[0], levels[-1]
+        bound = bandwidth / read_per_token[name]
+        rows.append({"backend": name, "1 stream tok/s": one["output tok/s"],
+                     f"tok/s at {top['concurrency']}": top["output tok/s"],
+                     f"ITL p99 ms at {top['concurrency']}": top["ITL p99 ms"],
+                     "req/s within objectives": sustainable_rate(sweeps["rate"]),
+                     "GB read per token": round(read_per_token[name] / 1e9, 3),
+                     "bound tok/s": round(bound, 1), "1 stream / bound": f"{one['output tok/s'] / bound:.0%}"})
+    return rows
+
+
 def _edge(memory_mb: float | None) -> str:
     if memory_mb is None:
         return "not measured"

@@ -40,36 +40,6 @@ def bare_seconds(model, ids: list[int], tokens: int) -> float:
     return time.perf_counter() - start
 
 
-def read_bandwidth(threads: int, megabytes: int = 1024, repeats: int = 5) -> float:
-    """Bytes per second ``threads`` cores read together: each sums its own part of an array far larger than the
-    caches (numpy releases the GIL while it sums); the best of ``repeats``."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    parts = [np.ones(megabytes * 2**20 // 4 // threads, dtype=np.float32) for _ in range(threads)]
-    with ThreadPoolExecutor(threads) as pool:
-        def once() -> float:
-            start = time.perf_counter()
-            list(pool.map(np.sum, parts))
-            return time.perf_counter() - start
-        best = min(once() for _ in range(repeats))
-    return sum(p.nbytes for p in parts) / best
-
-
-def bytes_per_token(folder) -> int:
-    """Bytes of weights one decode step reads: every initializer, except tables only gathered from (the token
-    embedding: one row per token)."""
-    import onnx
-
-    model = onnx.load(str(folder / "model.onnx"), load_external_data=False)
-    gathered = {n.input[0] for n in model.graph.node if n.op_type == "Gather"}
-    other = {i for n in model.graph.node if n.op_type != "Gather" for i in n.input}
-
-    def size(t) -> int:
-        external = {e.key: e.value for e in t.external_data}
-        return int(external["length"]) if "length" in external else len(t.raw_data)
-    return sum(size(t) for t in model.graph.initializer if not (t.name in gathered and t.name not in other))
-
-
 def http_seconds(client, base_url: str, model: str, messages: list[dict], tokens: int) -> float:
     """Seconds from sending a streaming request for exactly ``tokens`` tokens to its last chunk."""
     body = {"model": model, "messages": messages, "temperature": 0, "max_tokens": tokens, "min_tokens": tokens,
@@ -96,7 +66,7 @@ def main() -> None:
 
     from helpers import backends, models
     from helpers.deploy import runtimes
-    from helpers.measure import onnx_parity
+    from helpers.measure import memory_bound, onnx_parity
     from helpers.servers.engine.engine import Engine
     from helpers.system.cpus import available_cpus
     from helpers.tasks import curriculum
@@ -125,7 +95,7 @@ def main() -> None:
     print(f"decode ratio engine / bare: {http['decode'] / bare['decode']:.3f}   "
           f"end-to-end ratio: {http['end_to_end'] / bare['end_to_end']:.3f}")
     threads = available_cpus()
-    bandwidth, weights = read_bandwidth(threads), bytes_per_token(folder)
+    bandwidth, weights = memory_bound.read_bandwidth(threads), memory_bound.onnx_bytes_per_token(folder)
     print(f"read bandwidth {bandwidth / 1e9:.1f} GB/s ({threads} threads, as the engine runs); {weights / 1e9:.3f} GB "
           f"of weights read per token; bound {bandwidth / weights:.1f} tok/s; engine decode at "
           f"{http['decode'] * weights / bandwidth:.0%} of it, the bare loop at {bare['decode'] * weights / bandwidth:.0%}")

@@ -55,12 +55,17 @@ def measure(card, settings: list[dict], tokens: int, progress: bool = True) -> l
                  "prompts identical": f"{len(chats)} of {len(chats)}"}]
         for setting in tqdm(settings, desc="int4 settings", disable=not progress):
             out, start = work / "model", time.perf_counter()
-            onnx_convert.build_genai(src, out, "int4", work / "cache", setting)
+            name = ", ".join(f"{k}={v}" for k, v in setting.items())
+            try:
+                onnx_convert.build_genai(src, out, "int4", work / "cache", setting)
+            except RuntimeError as err:  # a setting this builder cannot build is a finding, not the end
+                rows.append({"setting": name, "error": str(err).strip().splitlines()[-1][:200]})
+                shutil.rmtree(out, ignore_errors=True)
+                continue
             built = time.perf_counter() - start
             got = onnx_parity.measure("genai", out, chats, work / "run", tokens, with_logits=False)
             same = [agreement(a, b) for a, b in zip(ref["tokens"], got["tokens"])]
-            rows.append({"setting": ", ".join(f"{k}={v}" for k, v in setting.items()),
-                         "MB": round(onnx_convert.folder_size(out) / 1e6), "build s": round(built),
+            rows.append({"setting": name, "MB": round(onnx_convert.folder_size(out) / 1e6), "build s": round(built),
                          "decode tok/s": got["decode_tok_s"],
                          "prompts identical": f"{sum(s == 1.0 for s in same)} of {len(same)}",
                          "greedy match": round(sum(same) / len(same), 3)})

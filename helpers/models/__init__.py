@@ -76,7 +76,7 @@ register(ModelCard(
     budget=Budget(per_family=1, seed_keys=("seed|tool", "seed|tool-result"),
                   max_tokens={"default": 96, "arithmetic": 160, "coding": 256, "word_problem": 192, "seed": 384},
                   chat_tokens=384, bench_levels=(1, 2, 4, 8), bench_requests=4, bench_tokens=32, parity_tokens=24,
-                  knee_levels=(1, 2, 4), rate_start=0.25),
+                  knee_levels=(1, 2, 4), rate_start=0.5),
     notes=("A real pretrained instruct model that runs offline. Its template asks for <tool_call> tags; "
            "the model writes a fenced ```json block instead, which the lab's parsers read.")))
 

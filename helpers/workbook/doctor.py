@@ -161,7 +161,7 @@ def report(env, registries: dict[str, bool] | None = None) -> str:
     found = verdicts(env, registries)
     for key in models.MODELS:
         mine = [v for v in found if v.model == key]
-        if len({v.line() for v in mine}) == 1 and not mine[0].runs:  # one reason for all: said once
+        if len({v.line() for v in mine}) == 1:  # one verdict for all: said once
             lines.append(f"{key:<20} {'every backend':<20} {mine[0].line()}")
             continue
         lines += [f"{key:<20} {v.backend:<12} {v.runtime:<7} {v.line()}" for v in mine]
