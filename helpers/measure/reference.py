@@ -3,15 +3,7 @@ one conversation at a time (as a server sees requests), special tokens kept so t
 from __future__ import annotations
 
 from helpers.formats.tool_formats import PHI4_END, PHI4_START
-
-
-def load_tokenizer(folder):
-    """The folder's tokenizer. ``fix_mistral_regex=False``: transformers 4.57.3-4.57.6 warn about a "Mistral
-    regex" for every local folder they saved themselves (their check skips only versions <= 4.57.2); the
-    tokenizers here are not Mistral's, so the warning is a false positive and nothing is to be fixed."""
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(folder, fix_mistral_regex=False)
+from helpers.models.sources import load_tokenizer
 
 
 def load(card, progress: bool = True):

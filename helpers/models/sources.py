@@ -52,6 +52,15 @@ def hub_snapshot(repo: str, patterns: list[str] | None = None) -> Path:
 
 # ----------------------------------------------------------------------------- GGUF -> Hugging Face folder
 
+def load_tokenizer(folder):
+    """The folder's tokenizer. ``fix_mistral_regex=False``: transformers 4.57.3-4.57.6 warn about a "Mistral
+    regex" for every local folder they saved themselves (their check skips only versions <= 4.57.2); the
+    tokenizers here are not Mistral's, so the warning is a false positive and nothing is to be fixed."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder, fix_mistral_regex=False)
+
+
 def repair_tokenizer(folder: Path, gguf: Path) -> dict:
     """Make the tokenizer transformers wrote from a GGUF match the GGUF again; returns what changed.
 
@@ -62,13 +71,12 @@ def repair_tokenizer(folder: Path, gguf: Path) -> dict:
     tokenizer class is the generic fast one, so vLLM's newer transformers rebuilds it identically.
     """
     from tokenizers import AddedToken
-    from transformers import AutoTokenizer
 
     from helpers.formats.gguf import CONTROL, USER_DEFINED, read_metadata
 
     meta = read_metadata(gguf, arrays=True)
     tokens, types = meta["tokenizer.ggml.tokens"], meta["tokenizer.ggml.token_type"]
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer = load_tokenizer(folder)
     added = [AddedToken(t, special=ty == CONTROL, normalized=False) for t, ty in zip(tokens, types)
              if ty in (CONTROL, USER_DEFINED)]
     before = len(tokenizer.get_added_vocab())

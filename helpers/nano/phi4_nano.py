@@ -39,7 +39,8 @@ def load():
     from transformers import AutoTokenizer, Phi3ForCausalLM
 
     folder = model_dir()
-    return Phi3ForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder), folder
+    tokenizer = AutoTokenizer.from_pretrained(folder, fix_mistral_regex=False)  # see models.sources.load_tokenizer
+    return Phi3ForCausalLM.from_pretrained(folder).eval(), tokenizer, folder
 
 
 def report(folder: Path | None = None) -> dict:

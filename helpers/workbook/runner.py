@@ -45,12 +45,25 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict | None = None, time
     output = out_dir / path.name
     try:
         pm.execute_notebook(str(path), str(output), parameters=params, cwd=str(path.parent),
-                            execution_timeout=timeout, progress_bar=False, kernel_name="python3")
+                            execution_timeout=timeout, progress_bar=False, kernel_name="python3",
+                            kernel_manager_class=_kernel_manager_class())
     except pm.PapermillExecutionError as err:
         raise NotebookFailed(f"{path.name}: cell {err.exec_count} failed\n--- source ---\n"
                              f"{_failing_source(output, err.exec_count)}\n--- error ---\n"
                              f"{err.ename}: {err.evalue}") from None
     return load_summary(out_dir / f"{path.stem}.summary.json")
+
+
+def _kernel_manager_class():
+    """On Linux the kernel talks over Unix sockets (no TCP port, and no "running over TCP without encryption"
+    warning per notebook); elsewhere jupyter_client's default, loopback TCP."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import CaselessStrEnum
+
+    if not sys.platform.startswith("linux"):
+        return AsyncKernelManager
+    return type("IPCKernelManager", (AsyncKernelManager,),
+                {"transport": CaselessStrEnum(["tcp", "ipc"], default_value="ipc")})
 
 
 def _failing_source(executed: Path, exec_count: int) -> str:
