@@ -85,6 +85,19 @@ def test_streamed_text_equals_the_whole_answer(client):
     assert openai_api.stream(client, MODEL, TRAIN)["text"] == whole
 
 
+def test_the_first_chunk_carries_the_first_token(client):
+    """The role rides on the first token (as in vLLM): no empty chunk before the prompt pass that a load tester
+    would time as the first token; every chunk carries text, a tool call or the finish reason."""
+    chunks = [c for c in client.chat.completions.create(model=MODEL, messages=TRAIN, temperature=0, max_tokens=8,
+                                                        stream=True) if c.choices]
+    assert chunks[0].choices[0].delta.role == "assistant" and chunks[0].choices[0].delta.content
+    assert all(c.choices[0].delta.content or c.choices[0].delta.tool_calls or c.choices[0].finish_reason
+               for c in chunks)
+    tool = [c for c in client.chat.completions.create(model=MODEL, messages=TOOL, tools=[curriculum.CIRCLE_TOOL],
+                                                      temperature=0, stream=True) if c.choices]
+    assert tool[0].choices[0].delta.role == "assistant"
+
+
 def test_stop_max_tokens_and_usage(client):
     stopped = client.chat.completions.create(model=MODEL, messages=TRAIN, temperature=0, stop=["km/h"])
     assert stopped.choices[0].message.content == "Speed = 240 / 3 = 80 " and stopped.choices[0].finish_reason == "stop"

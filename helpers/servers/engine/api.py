@@ -288,8 +288,10 @@ async def _sse(started, rid: str, created: int, model: str, include_usage: bool,
             body["usage"] = usage
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
+    # The role rides on the first token, as in vLLM: a role chunk sent before the prompt pass would read as a
+    # first token to a client timing TTFT (and put the prompt pass into the first inter-token gap).
+    role = {"role": "assistant"}
     try:
-        yield chunk({"role": "assistant", "content": ""})
         while True:
             try:
                 event = await _next(events)
@@ -297,8 +299,11 @@ async def _sse(started, rid: str, created: int, model: str, include_usage: bool,
                 yield f"data: {json.dumps({'error': {'message': err.message, 'type': err.kind}})}\n\n"
                 break
             if event["type"] == "text":
-                yield chunk({"content": event["text"]})
+                yield chunk({**role, "content": event["text"]})
+                role = {}
                 continue
+            if role:
+                yield chunk({**role, "content": ""})
             for call in openai_tool_calls(event["tool_calls"]):
                 yield chunk({"tool_calls": [call]})
             yield chunk({}, event["finish"])
