@@ -1,5 +1,8 @@
 """Load tests on vllm bench serve: its arguments, its result read into rows, the sweep to saturation."""
+import json
 import math
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -41,6 +44,22 @@ def test_the_rate_sweep_doubles_until_the_backend_falls_behind():
     bench.run = lambda base_url, rate, **kw: {**RESULT, "request_throughput": served[rate]}
     rows = bench.rate_sweep("http://x", 0.5, 8, 8)
     assert [r["offered req/s"] for r in rows] == [0.5, 1.0, 2.0]  # 1.4 of 2.0 offered (< 80 %): saturated, stop
+
+
+def test_every_run_sends_prompts_no_earlier_run_sent(monkeypatch, tmp_path):
+    """A server's prefix cache must not answer a later run's prompts from an earlier run's."""
+    bench = load_test.Bench.__new__(load_test.Bench)
+    bench.runtime, bench.card, bench.tokenizer, bench.vllm, bench.runs = "local", models.get("phi4-nano"), "t", "vllm", 0
+    seeds = []
+
+    def fake_tool(args, **kw):  # records the seed and writes the result the tool would
+        seeds.append(_value(args, "--seed"))
+        (Path(_value(args, "--result-dir")) / "result.json").write_text(json.dumps(RESULT))
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    monkeypatch.setattr(load_test.subprocess, "run", fake_tool)
+    bench.concurrency_sweep("http://x", (1, 2, 4), 8, 8)
+    assert len(set(seeds)) == 3
 
 
 @pytest.mark.slow

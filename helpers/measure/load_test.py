@@ -23,8 +23,8 @@ TOOL = "vllm bench serve"
 
 
 def bench_args(base_url: str, model: str, tokenizer: str, result_dir: str, name: str, *, concurrency: int | None,
-               rate: float, prompts: int, input_len: int, output_len: int, warmups: int = 1) -> list[str]:
-    """``vllm bench serve``'s arguments for one run (after ``vllm``)."""
+               rate: float, prompts: int, input_len: int, output_len: int, seed: int = 0, warmups: int = 1) -> list[str]:
+    """``vllm bench serve``'s arguments for one run (after ``vllm``); ``seed`` picks its random prompts."""
     args = ["bench", "serve", "--backend", "openai-chat", "--base-url", base_url, "--endpoint", "/v1/chat/completions",
             "--model", model, "--tokenizer", tokenizer, "--dataset-name", "random",
             "--random-input-len", str(input_len), "--random-output-len", str(output_len),
@@ -32,7 +32,7 @@ def bench_args(base_url: str, model: str, tokenizer: str, result_dir: str, name:
             "--temperature", "0", "--ignore-eos", "--extra-body", json.dumps({"max_tokens": output_len}),
             "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,99",
             "--goodput", *[f"{k}:{v}" for k, v in OBJECTIVES_MS.items()], "--num-warmups", str(warmups),
-            "--save-result", "--result-dir", result_dir, "--result-filename", name, "--disable-tqdm", "--seed", "0"]
+            "--save-result", "--result-dir", result_dir, "--result-filename", name, "--disable-tqdm", "--seed", str(seed)]
     return args + (["--max-concurrency", str(concurrency)] if concurrency else [])
 
 
@@ -54,6 +54,8 @@ class Bench:
 
     def __init__(self, runtime: str, card, progress: bool = True):
         self.runtime, self.card = runtime, card
+        self.runs = 0  # each run's prompts are new: a server that caches prompt prefixes (vLLM, llama.cpp) would
+        # skip the prompt pass of prompts it saw in an earlier run, and the SLM Engine caches none
         self.tokenizer = card.hf_folder(progress=False)
         vllm = backends.get("vllm")
         vllm.setup(runtime, progress)
@@ -70,6 +72,8 @@ class Bench:
 
     def run(self, base_url: str, **kwargs) -> dict:
         """One run; its result JSON (raises with the tool's last output lines when it fails)."""
+        self.runs += 1
+        kwargs = {"seed": self.runs, **kwargs}
         with tempfile.TemporaryDirectory() as results:
             if self.runtime == "docker":
                 from helpers.deploy.spec import LABEL, OWNER
