@@ -69,3 +69,22 @@ def test_threads_without_proc_stat_take_every_usable_cpu(monkeypatch):
     monkeypatch.delenv(cpus_module.THREADS_VARIABLE, raising=False)
     monkeypatch.setattr(cpus_module, "_last_sample", [0.0, {}])
     assert cpus_module.thread_cpus() == list(range(8))
+
+
+def test_cgroup_memory_limit_and_use_v1_and_v2(tmp_path):
+    """A cgroup's limit and what it holds less droppable page cache, read from v2's unified folder or v1's memory one."""
+    v2, v1 = tmp_path / "v2", tmp_path / "v1"
+    (v2 / "lab").mkdir(parents=True)
+    (v2 / "lab" / "memory.max").write_text(str(8 * 2**30))
+    (v2 / "lab" / "memory.current").write_text(str(3 * 2**30))
+    (v2 / "lab" / "memory.stat").write_text(f"anon 1\nfile {2**30}\n")
+    (v1 / "memory" / "lab").mkdir(parents=True)
+    (v1 / "memory" / "lab" / "memory.limit_in_bytes").write_text("9223372036854771712")  # v1's "no limit"
+    (v1 / "memory" / "lab" / "memory.usage_in_bytes").write_text(str(2**30))
+    (v1 / "memory" / "lab" / "memory.stat").write_text("total_inactive_file 0\n")
+    (tmp_path / "cg2").write_text("0::/lab\n")
+    (tmp_path / "cg1").write_text("4:cpu,cpuacct:/lab\n3:memory:/lab\n")
+    assert machine.cgroup_memory_limit(v2, tmp_path / "cg2") == 8.0
+    assert machine._cgroup_memory_used(v2, tmp_path / "cg2") == 2.0
+    assert machine.cgroup_memory_limit(v1, tmp_path / "cg1") is None
+    assert machine._cgroup_memory_used(v1, tmp_path / "cg1") == 1.0

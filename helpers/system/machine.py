@@ -62,21 +62,29 @@ def is_wsl() -> bool:
         return False
 
 
-def cgroup_memory_limit(root: Path = Path("/sys/fs/cgroup"), proc: Path = Path("/proc/self/cgroup")) -> float | None:
-    """The memory limit (GB) of this process's cgroup, v2 (``memory.max``) or v1 (``memory.limit_in_bytes``), None
-    where none is set: what a container's ``--memory``, a systemd slice or a test's cgroup allows."""
+def _cgroup_memory_folders(root: Path, proc: Path) -> list[Path]:
+    """The memory controller's folders of this process's cgroups (v2: the unified one; v1: the memory one)."""
     try:
         lines = proc.read_text().splitlines()
     except OSError:
-        return None
+        return []
+    folders = []
     for line in lines:
         _, controllers, path = line.split(":", 2)
-        candidates = ([root / path.lstrip("/") / "memory.max"] if controllers == "" else
-                      [root / "memory" / path.lstrip("/") / "memory.limit_in_bytes"] if "memory" in controllers.split(",")
-                      else [])
-        for file in candidates:
+        if controllers == "":
+            folders.append(root / path.lstrip("/"))
+        elif "memory" in controllers.split(","):
+            folders.append(root / "memory" / path.lstrip("/"))
+    return folders
+
+
+def cgroup_memory_limit(root: Path = Path("/sys/fs/cgroup"), proc: Path = Path("/proc/self/cgroup")) -> float | None:
+    """The memory limit (GB) of this process's cgroup, v2 (``memory.max``) or v1 (``memory.limit_in_bytes``), None
+    where none is set: what a container's ``--memory``, a systemd slice or a test's cgroup allows."""
+    for folder in _cgroup_memory_folders(root, proc):
+        for name in ("memory.max", "memory.limit_in_bytes"):
             try:
-                text = file.read_text().strip()
+                text = (folder / name).read_text().strip()
             except OSError:
                 continue
             if text.isdigit() and int(text) < 2**60:  # v1 says 9223372036854771712 for "none"
@@ -192,16 +200,7 @@ def memory_available_gb() -> float:
 def _cgroup_memory_used(root: Path = Path("/sys/fs/cgroup"), proc: Path = Path("/proc/self/cgroup")) -> float | None:
     """What this process's cgroup holds now (GB; v2 ``memory.current``, v1 ``memory.usage_in_bytes``, page cache
     the kernel can drop left out)."""
-    try:
-        lines = proc.read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        folder = (root / path.lstrip("/") if controllers == "" else
-                  root / "memory" / path.lstrip("/") if "memory" in controllers.split(",") else None)
-        if folder is None:
-            continue
+    for folder in _cgroup_memory_folders(root, proc):
         for usage_name, cache_key in (("memory.current", "file"), ("memory.usage_in_bytes", "total_inactive_file")):
             try:
                 usage = int((folder / usage_name).read_text())

@@ -6,13 +6,8 @@ from helpers.tasks import curriculum
 
 
 def model_card(card, model, tokenizer) -> str:
-    """Where the model comes from, its architecture and sizes, and its chat template rendered for a
-    sample conversation with a tool (where the tools go, and what format it is asked to answer in)."""
+    """Where the model comes from, its architecture and sizes."""
     c = model.config
-    sample = tokenizer.apply_chat_template(
-        [{"role": "system", "content": "You are a helpful assistant with some tools."},
-         {"role": "user", "content": curriculum.SEED_TOOL_PROMPT}],
-        tools=[curriculum.CIRCLE_TOOL], add_generation_prompt=True, tokenize=False)
     rope = c.rope_scaling or {}
     rows = [("model", card.describe()), ("served as", card.served_name),
             ("architecture", c.architectures[0]), ("parameters", f"{sum(p.numel() for p in model.parameters()):,}"),
@@ -26,7 +21,16 @@ def model_card(card, model, tokenizer) -> str:
             ("tied embeddings", c.tie_word_embeddings), ("vocab", len(tokenizer)),
             ("tool calls asked for", card.tool_format)]
     width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows) + "\n\nchat template, rendered:\n" + sample
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def rendered_template(tokenizer) -> str:
+    """The chat template rendered for a sample conversation with a tool: where the tools go, and what format the
+    model is asked to answer in."""
+    return tokenizer.apply_chat_template(
+        [{"role": "system", "content": "You are a helpful assistant with some tools."},
+         {"role": "user", "content": curriculum.SEED_TOOL_PROMPT}],
+        tools=[curriculum.CIRCLE_TOOL], add_generation_prompt=True, tokenize=False)
 
 
 def show_origin(card) -> None:
