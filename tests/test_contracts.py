@@ -123,6 +123,7 @@ def standin_calls(text: str, tokenizer, tmp_path) -> list[dict]:
                                            "unload": lambda self, g: None})()
     service.hidden_tokens = lambda model: _hidden(tokenizer)
     model = Model("m:latest", "0" * 64, tmp_path / "m.gguf", 0, "")
+    service.trained_context[model.gguf] = 4096  # what the stand-in reads from a real GGUF's header
     options = service.options_for(model, {"temperature": 0})
     return asyncio.run(service.run(model, "prompt", options, None, 300.0, NAMES)).tool_calls
 
