@@ -174,3 +174,12 @@ def test_overview_has_a_clean_row_per_file():
     rows = compose_lint.overview()
     assert [r["file"] for r in rows] == [str(p.relative_to(REPO)) for p in compose_lint.COMPOSE_FILES]
     assert all(r["valid"] and r["lint findings"] == 0 for r in rows)
+
+
+def test_findings_by_rule_name_each_place_once_per_rule():
+    findings = [compose_lint.Finding("a/x.yaml", "-", "obsolete-version", "old"),
+                compose_lint.Finding("a/x.yaml", "web", "root-user", "runs as root"),
+                compose_lint.Finding("a/y.yaml", "db", "root-user", "runs as root too")]
+    assert compose_lint.by_rule(findings) == [
+        {"rule": "obsolete-version", "where": "x.yaml", "for example": "old"},
+        {"rule": "root-user", "where": "web, db", "for example": "runs as root"}]

@@ -130,6 +130,17 @@ def lint(compose_file: Path) -> list[Finding]:
                        if compose_file.is_relative_to(REPO) else compose_file.name)
 
 
+def by_rule(findings: list[Finding]) -> list[dict]:
+    """One row per rule, in the order first found: where it is broken (the service, or the file for a file-wide
+    finding) and the message of its first finding."""
+    rows: dict[str, dict] = {}
+    for f in findings:
+        where = f.service if f.service != "-" else Path(f.file).name
+        row = rows.setdefault(f.rule, {"rule": f.rule, "where": [], "for example": f.message})
+        row["where"].append(where)
+    return [{**row, "where": ", ".join(row["where"])} for row in rows.values()]
+
+
 
 def overview(paths: list[Path] = COMPOSE_FILES) -> list[dict]:
     """One row per compose file: valid, lint findings, waivers, and what failed."""
