@@ -21,7 +21,7 @@ def _value(args, flag):
 def test_the_tools_arguments_state_the_load_and_the_objectives():
     args = load_test.bench_args("http://127.0.0.1:8000", "m", "/tok", "/out", "r.json", concurrency=8,
                                 rate=math.inf, prompts=16, input_len=128, output_len=32)
-    assert args[:2] == ["bench", "serve"] and _value(args, "--backend") == "openai-chat"
+    assert _value(args, "--backend") == "openai-chat"
     assert _value(args, "--request-rate") == "inf" and _value(args, "--max-concurrency") == "8"
     assert "--ignore-eos" in args and _value(args, "--goodput") == "ttft:2000"
     open_loop = load_test.bench_args("u", "m", "t", "o", "r", concurrency=None, rate=0.5, prompts=8, input_len=8,
@@ -38,28 +38,71 @@ def test_rows_and_the_sustainable_rate():
     assert load_test.sustainable_rate(rows) == 2 and load_test.sustainable_rate(rows[2:]) == 0.0
 
 
-def test_the_rate_sweep_doubles_until_the_backend_falls_behind():
+def _bench_with_a_fake_tool(monkeypatch, served: dict):
+    """A Bench whose tool answers each plan as bench_runs.py would, serving ``served[rate]`` requests/s."""
     bench = load_test.Bench.__new__(load_test.Bench)
-    served = {0.5: 0.5, 1.0: 0.85, 2.0: 1.4, 4.0: 1.4}
-    bench.run = lambda base_url, rate, **kw: {**RESULT, "request_throughput": served[rate]}
-    rows = bench.rate_sweep("http://x", 0.5, 8, 8)
-    assert [r["offered req/s"] for r in rows] == [0.5, 1.0, 2.0]  # 1.4 of 2.0 offered (< 80 %): saturated, stop
+    bench.runtime, bench.card, bench.tokenizer, bench.python, bench.runs = "local", models.get("phi4-nano"), "t", "py", 0
+    plans = []
 
-
-def test_every_run_sends_prompts_no_earlier_run_sent(monkeypatch, tmp_path):
-    """A server's prefix cache must not answer a later run's prompts from an earlier run's."""
-    bench = load_test.Bench.__new__(load_test.Bench)
-    bench.runtime, bench.card, bench.tokenizer, bench.vllm, bench.runs = "local", models.get("phi4-nano"), "t", "vllm", 0
-    seeds = []
-
-    def fake_tool(args, **kw):  # records the seed and writes the result the tool would
-        seeds.append(_value(args, "--seed"))
-        (Path(_value(args, "--result-dir")) / "result.json").write_text(json.dumps(RESULT))
-        return subprocess.CompletedProcess(args, 0, "", "")
+    def fake_tool(command, **kw):
+        plan = json.loads(Path(command[-1]).read_text())
+        plans.append(plan)
+        for argv in plan["runs"]:
+            rate = float(_value(argv, "--request-rate"))
+            result = {**RESULT, "request_throughput": served.get(rate, 1.0)}
+            (Path(_value(argv, "--result-dir")) / _value(argv, "--result-filename")).write_text(json.dumps(result))
+            if plan["saturated_below"] and result["request_throughput"] < plan["saturated_below"] * rate:
+                break
+        return subprocess.CompletedProcess(command, 0, "", "")
 
     monkeypatch.setattr(load_test.subprocess, "run", fake_tool)
+    return bench, plans
+
+
+def test_the_rate_sweep_doubles_until_the_backend_falls_behind(monkeypatch):
+    bench, plans = _bench_with_a_fake_tool(monkeypatch, {0.5: 0.5, 1.0: 0.85, 2.0: 1.4, 4.0: 1.4})
+    rows = bench.rate_sweep("http://x", 0.5, 8, 8)
+    assert [r["offered req/s"] for r in rows] == [0.5, 1.0, 2.0]  # 1.4 of 2.0 offered (< 80 %): saturated, stop
+    assert len(plans) == 1  # one process of the tool for the whole sweep
+
+
+def test_the_runner_stops_the_sweep_where_the_backend_falls_behind(monkeypatch, tmp_path):
+    """bench_runs.py, vLLM's benchmark faked: it stops after the first rate served below the share asked."""
+    import argparse
+    import sys
+    import types
+
+    from helpers.measure import bench_runs
+
+    offered, served = [], {0.5: 0.5, 1.0: 0.85, 2.0: 1.4, 4.0: 1.4}
+
+    def bench_serve(args):
+        offered.append(args.request_rate)
+        return {"request_throughput": served[args.request_rate]}
+
+    def add_cli_args(parser):
+        parser.add_argument("--request-rate", type=float)
+
+    modules = {"vllm": types.ModuleType("vllm"), "vllm.platforms": types.SimpleNamespace(
+                   current_platform=types.SimpleNamespace(is_unspecified=lambda: False)),
+               "vllm.benchmarks.serve": types.SimpleNamespace(add_cli_args=add_cli_args, main=bench_serve),
+               "vllm.utils.argparse_utils": types.SimpleNamespace(FlexibleArgumentParser=argparse.ArgumentParser)}
+    modules["vllm"].platforms = modules["vllm.platforms"]
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"runs": [["--request-rate", str(r)] for r in served], "saturated_below": 0.8}))
+    bench_runs.main(str(plan))
+    assert offered == [0.5, 1.0, 2.0]
+
+
+def test_every_run_sends_prompts_no_earlier_run_sent(monkeypatch):
+    """A server's prefix cache must not answer a later run's prompts from an earlier run's."""
+    bench, plans = _bench_with_a_fake_tool(monkeypatch, {})
     bench.concurrency_sweep("http://x", (1, 2, 4), 8, 8)
-    assert len(set(seeds)) == 3
+    bench.concurrency_sweep("http://x", (1, 2), 8, 8)
+    seeds = [_value(argv, "--seed") for plan in plans for argv in plan["runs"]]
+    assert len(seeds) == 5 and len(set(seeds)) == 5
 
 
 @pytest.mark.slow
@@ -67,4 +110,6 @@ def test_the_tool_measured_against_a_trivial_server():
     tool = load_test.Bench("local", models.get("phi4-nano"), progress=False)
     with serving_bench.trivial_server(tokens=16) as url:
         rows = tool.concurrency_sweep(url, (1, 2), input_len=16, output_len=16)
+        rates = tool.rate_sweep(url, 4, input_len=16, output_len=16, prompts=8, steps=2)
     assert [r["concurrency"] for r in rows] == [1, 2] and all(r["failed"] == 0 and r["req/s"] > 0 for r in rows)
+    assert [r["offered req/s"] for r in rates] in ([4], [4, 8]) and all(r["failed"] == 0 for r in rates)

@@ -20,12 +20,14 @@ from helpers import backends
 
 OBJECTIVES_MS = {"ttft": 2000, "tpot": 200}  # a request meets them with TTFT ≤ 2 s and ≤ 200 ms per output token
 TOOL = "vllm bench serve"
+RUNNER = Path(__file__).with_name("bench_runs.py")  # runs a sweep's runs in one process of vLLM's Python
+SATURATED_BELOW = 0.8  # a rate sweep stops at the first rate of which the backend served less than this share
 
 
 def bench_args(base_url: str, model: str, tokenizer: str, result_dir: str, name: str, *, concurrency: int | None,
                rate: float, prompts: int, input_len: int, output_len: int, seed: int = 0, warmups: int = 1) -> list[str]:
-    """``vllm bench serve``'s arguments for one run (after ``vllm``); ``seed`` picks its random prompts."""
-    args = ["bench", "serve", "--backend", "openai-chat", "--base-url", base_url, "--endpoint", "/v1/chat/completions",
+    """``vllm bench serve``'s arguments for one run; ``seed`` picks its random prompts."""
+    args = ["--backend", "openai-chat", "--base-url", base_url, "--endpoint", "/v1/chat/completions",
             "--model", model, "--tokenizer", tokenizer, "--dataset-name", "random",
             "--random-input-len", str(input_len), "--random-output-len", str(output_len),
             "--num-prompts", str(prompts), "--request-rate", "inf" if math.isinf(rate) else f"{rate:g}",
@@ -68,49 +70,63 @@ class Bench:
         else:
             from helpers.system import venvs
 
-            self.vllm = str(venvs.venv_dir(vllm.local_venv) / "bin" / "vllm")
+            self.python = str(venvs.venv_dir(vllm.local_venv) / "bin" / "python")
 
-    def run(self, base_url: str, **kwargs) -> dict:
-        """One run; its result JSON (raises with the tool's last output lines when it fails)."""
-        self.runs += 1
-        kwargs = {"seed": self.runs, **kwargs}
+    def runs_in_one_process(self, base_url: str, runs: list[dict], saturated_below: float | None = None) -> list[dict]:
+        """The runs (``bench_args`` keywords each) in order, in one process of the tool (bench_runs.py); with
+        ``saturated_below``, until one serves less than that share of its offered rate. Their result JSONs (raises
+        with the tool's last output lines when it fails)."""
+        plan_runs, tokenizer = [], "/tokenizer" if self.runtime == "docker" else str(self.tokenizer)
         with tempfile.TemporaryDirectory() as results:
+            folder = "/results" if self.runtime == "docker" else results
+            for i, kwargs in enumerate(runs):
+                self.runs += 1
+                plan_runs.append(bench_args(base_url, self.card.served_name, tokenizer, folder, f"{i}.json",
+                                            **{"seed": self.runs, **kwargs}))
+            plan = Path(results) / "plan.json"
+            plan.write_text(json.dumps({"runs": plan_runs, "saturated_below": saturated_below}))
             if self.runtime == "docker":
-                from helpers.deploy.spec import LABEL, OWNER
-
-                args = bench_args(base_url, self.card.served_name, "/tokenizer", "/results", "result.json", **kwargs)
-                self.client.containers.run(
-                    self.image, args, entrypoint=["vllm"], network_mode="host", remove=True,
-                    volumes={str(self.tokenizer): {"bind": "/tokenizer", "mode": "ro"},
-                             results: {"bind": "/results", "mode": "rw"}},
-                    environment={"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"},
-                    labels={LABEL: "1", f"{LABEL}.backend": "vllm-bench", **OWNER})
+                self._run_in_image(results)
             else:
-                args = bench_args(base_url, self.card.served_name, str(self.tokenizer), results, "result.json", **kwargs)
-                done = subprocess.run([self.vllm, *args], capture_output=True, text=True,
+                done = subprocess.run([self.python, str(RUNNER), str(plan)], capture_output=True, text=True,
                                       env={**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"})
                 if done.returncode:
                     raise RuntimeError(f"{TOOL} failed:\n{(done.stdout + done.stderr)[-2000:]}")
-            return json.loads((Path(results) / "result.json").read_text())
+            found = [Path(results) / f"{i}.json" for i in range(len(runs))]
+            return [json.loads(f.read_text()) for f in found if f.exists()]
+
+    def _run_in_image(self, results: str) -> None:
+        import docker
+
+        from helpers.deploy.spec import LABEL, OWNER
+
+        try:
+            self.client.containers.run(
+                self.image, ["/lab/bench_runs.py", "/results/plan.json"], entrypoint=["python3"], network_mode="host",
+                remove=True, volumes={str(self.tokenizer): {"bind": "/tokenizer", "mode": "ro"},
+                                      str(RUNNER): {"bind": "/lab/bench_runs.py", "mode": "ro"},
+                                      results: {"bind": "/results", "mode": "rw"}},
+                environment={"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"},
+                labels={LABEL: "1", f"{LABEL}.backend": "vllm-bench", **OWNER})
+        except docker.errors.ContainerError as error:
+            raise RuntimeError(f"{TOOL} failed in {self.image}:\n{(error.stderr or b'').decode(errors='replace')[-2000:]}") from None
 
     def concurrency_sweep(self, base_url: str, levels, input_len: int, output_len: int, per_level: int = 2) -> list[dict]:
         """Closed loop: at most ``level`` requests in flight, ``per_level`` times as many requests as the level."""
-        return [row(self.run(base_url, concurrency=level, rate=math.inf, prompts=max(4, level * per_level),
-                             input_len=input_len, output_len=output_len), concurrency=level) for level in levels]
+        runs = [dict(concurrency=level, rate=math.inf, prompts=max(4, level * per_level), input_len=input_len,
+                     output_len=output_len) for level in levels]
+        return [row(result, concurrency=level) for level, result in zip(levels, self.runs_in_one_process(base_url, runs))]
 
     def rate_sweep(self, base_url: str, start: float, input_len: int, output_len: int, prompts: int = 12,
                    steps: int = 5) -> list[dict]:
         """Open loop: Poisson arrivals at ``start`` requests/s, doubled until the backend no longer keeps up (it
         completes less than 80 % of the offered rate: with a dozen Poisson arrivals the measured rate scatters)
         or ``steps`` rates were tried."""
-        rows, rate = [], start
-        for _ in range(steps):
-            rows.append(row(self.run(base_url, concurrency=None, rate=rate, prompts=prompts, input_len=input_len,
-                                     output_len=output_len), **{"offered req/s": rate}))
-            if rows[-1]["req/s"] < 0.8 * rate:
-                break
-            rate *= 2
-        return rows
+        rates = [start * 2**i for i in range(steps)]
+        runs = [dict(concurrency=None, rate=rate, prompts=prompts, input_len=input_len, output_len=output_len)
+                for rate in rates]
+        results = self.runs_in_one_process(base_url, runs, saturated_below=SATURATED_BELOW)
+        return [row(result, **{"offered req/s": rate}) for rate, result in zip(rates, results)]
 
 
 def sustainable_rate(rows: list[dict]) -> float:
