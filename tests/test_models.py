@@ -25,6 +25,20 @@ def test_every_card_is_consistent(card):
     assert card.served_name and card.origin in ("built here", "PyPI package", "Hugging Face Hub")
 
 
+def test_the_cards_int4_settings_reach_the_builder_and_the_cache_key(monkeypatch, tmp_path):
+    """genai-int4 is built with the card's int4_options; other settings are another conversion (another folder)."""
+    built = {}
+    monkeypatch.setattr(onnx_convert, "build_genai", lambda src, out, precision, work, options=None:
+                        built.update({precision: options}) or out.mkdir(parents=True))
+    options = {"block_size": 32, "accuracy_level": 1}
+    log = onnx_convert.convert(tmp_path, tmp_path / "out", ("genai-fp32", "genai-int4"), progress=False,
+                               int4_options=options)
+    assert built == {"fp32": None, "int4": options} and log["int4"] == options
+    src = tmp_path / "src"
+    src.mkdir()
+    assert onnx_convert.conversion_key(src, ("genai-int4",), options) != onnx_convert.conversion_key(src, ("genai-int4",))
+
+
 def test_the_default_model_is_the_real_one_and_exact_checks_only_for_phi4_nano():
     assert models.DEFAULT == "qwen2.5-coder-0.5b"
     assert [c.key for c in models.MODELS.values() if c.exact] == ["phi4-nano"]

@@ -1,8 +1,8 @@
 """``slm-lab-int4``: onnxruntime-genai's int4 settings measured on a model — block size, accuracy level (4: the
 activations quantised to int8 as well; 1: fp32 activations) and quantisation algorithm (RTN, k-quant) — for
 size, single-stream decode speed and greedy agreement with transformers in fp32 on the model's task suite and
-held-out curriculum prompts. Prints the table and saves it under runs/; the engine's int4 variant uses the
-best trade-off (``helpers/models/onnx_convert.py: INT4_OPTIONS``).
+held-out curriculum prompts. Prints the table and saves it under runs/; the model card's ``int4_options`` take
+the best trade-off, and notebook 03 builds ``genai-int4`` with them.
 
     slm-lab-int4 --model qwen2.5-coder-0.5b
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import shutil
 import tempfile
 import time
@@ -20,9 +21,12 @@ from helpers.clients import ollama_api
 from helpers.formats.markdown import markdown_table
 from helpers.measure import onnx_parity, reference, task_suite
 from helpers.models import onnx_convert
+from helpers.system import machine
+from helpers.system.cpus import available_cpus
 from helpers.system.paths import RUNS
 from helpers.tasks import curriculum
 
+RECORDED = Path(__file__).resolve().parents[1] / "data" / "int4-settings"  # <model key>.json: sweeps kept in the repo
 SETTINGS = [{"algo_config": algo, "block_size": block, "accuracy_level": level}
             for algo in ("rtn", "k_quant") for block in (32, 128) for level in (4, 1)]
 
@@ -75,6 +79,12 @@ def measure(card, settings: list[dict], tokens: int, progress: bool = True) -> l
         shutil.rmtree(work, ignore_errors=True)
 
 
+def recorded(card) -> dict | None:
+    """The sweep ``slm-lab-int4`` saved for ``card`` and the repository keeps (model, date, machine, rows), or None."""
+    path = RECORDED / f"{card.key}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=models.DEFAULT, choices=sorted(models.MODELS))
@@ -85,8 +95,10 @@ def main(argv: list[str] | None = None) -> None:
     print(markdown_table(rows))
     path = RUNS / f"int4-settings-{card.key}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"model": card.key, "date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=1))
-    print("saved", path)
+    about = f"{platform.system()} {machine.architecture()}, {available_cpus()} CPUs ({machine.cpu_model()})"
+    path.write_text(json.dumps({"model": card.key, "date": time.strftime("%Y-%m-%d"), "machine": about,
+                                "tokens": args.tokens, "rows": rows}, indent=1))
+    print(f"saved {path}; to keep it with the lab, copy it to {RECORDED / path.name.removeprefix('int4-settings-')}")
 
 
 if __name__ == "__main__":

@@ -52,6 +52,9 @@ class ModelCard:
     tool_format: str  # the tool-call format its chat template asks for (helpers.formats.tool_formats.FORMATS)
     reference_dtype: str = "float32"  # the transformers reference (notebooks 00, 03, 05)
     onnx_variants: tuple[str, ...] = ()  # what notebook 03 builds (helpers.models.onnx_convert.VARIANTS names)
+    # onnxruntime-genai builder's settings for genai-int4 (its --extra_options; {}: the builder's defaults), the
+    # trade-off slm-lab-int4 measured for this model (docs/onnx.md)
+    int4_options: dict = field(default_factory=dict)
     backend_options: dict = field(default_factory=dict)  # backend name -> its settings for this model
     needs: dict = field(default_factory=dict)  # form -> Need: "hf", "gguf", "onnx", "vllm", "transformers"
     exact: bool = False  # answers known in advance: quality checks are hard

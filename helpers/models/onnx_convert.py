@@ -129,8 +129,8 @@ def folder_size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.iterdir() if p.suffix in (".onnx", ".data") or p.name.endswith(".onnx.data"))
 
 
-def conversion_key(src: Path, variants: tuple[str, ...]) -> str:
-    """Hash of the source folder, the variants, the converter versions and this file. The folder counts by
+def conversion_key(src: Path, variants: tuple[str, ...], int4_options: dict | None = None) -> str:
+    """Hash of the source folder, the variants (and int4 settings), the converter versions and this file. The folder counts by
     its path, each file's size and, for files under 64 MB, their content: the committed phi4-nano keeps its
     path and sizes when it is retrained; a large checkpoint's folder is named by its source already."""
     from importlib.metadata import version
@@ -139,13 +139,15 @@ def conversion_key(src: Path, variants: tuple[str, ...]) -> str:
     files = {p.name: [p.stat().st_size, file_sha256(p) if p.stat().st_size < 64 << 20 else None]
              for p in sorted(src.iterdir()) if p.is_file()}
     return content_key({**versions, "flags": int8_settings(cpu_flags()), "source": str(src), "files": files,
-                        "variants": list(variants)}, [Path(__file__)])
+                        "variants": list(variants), "int4": int4_options or {}}, [Path(__file__)])
 
 
-def convert(src: Path, out: Path, variants: tuple[str, ...], published: Path | None = None, progress: bool = True) -> dict:
+def convert(src: Path, out: Path, variants: tuple[str, ...], published: Path | None = None, progress: bool = True,
+            int4_options: dict | None = None) -> dict:
     """``variants`` of ``src`` into ``out/<variant>``; returns what happened to each (seconds or error).
 
-    ``published``: a publisher's genai int4 build, taken as ``genai-int4`` instead of building one.
+    ``published``: a publisher's genai int4 build, taken as ``genai-int4`` instead of building one;
+    ``int4_options``: the builder's int4 settings for ``genai-int4`` (the model card's, from ``slm-lab-int4``).
     """
     from tqdm.auto import tqdm
 
@@ -156,10 +158,10 @@ def convert(src: Path, out: Path, variants: tuple[str, ...], published: Path | N
         "optimum-int8": lambda o: quantize_int8(out / "optimum-o2", o, settings),
         "genai-fp32": lambda o: build_genai(src, o, "fp32", out / ".builder-cache"),
         "genai-int4": (lambda o: shutil.copytree(published, o)) if published else
-                      (lambda o: build_genai(src, o, "int4", out / ".builder-cache")),
+                      (lambda o: build_genai(src, o, "int4", out / ".builder-cache", int4_options)),
         "genai-int8": lambda o: build_genai(src, o, "int8", out / ".builder-cache"),
     }
-    log = {"int8": settings, "variants": {}}
+    log = {"int8": settings, "int4": int4_options or {}, "variants": {}}
     bar = tqdm([v for v in VARIANTS if v.name in variants], desc="converting", disable=not progress)
     for variant in bar:
         bar.set_postfix_str(variant.name)
@@ -180,8 +182,9 @@ def converted(card, progress: bool = True) -> Path:
     """The cached ONNX folder of model ``card`` (the variants its card lists), converted first if missing."""
     src = card.hf_folder(progress)
     published = card.source.published_onnx() if getattr(card.source, "onnx_repo", None) else None
-    return build_once(cache_dir() / "onnx" / conversion_key(src, card.onnx_variants),
-                      lambda tmp: convert(src, tmp, card.onnx_variants, published, progress), done="conversion.json")
+    return build_once(cache_dir() / "onnx" / conversion_key(src, card.onnx_variants, card.int4_options),
+                      lambda tmp: convert(src, tmp, card.onnx_variants, published, progress, card.int4_options),
+                      done="conversion.json")
 
 
 def conversion_log(folder: Path) -> dict:

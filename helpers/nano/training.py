@@ -23,6 +23,7 @@ from pathlib import Path
 from helpers.formats import chat_format
 from helpers.nano import evaluation
 from helpers.nano.report import format_report
+from helpers.system import machine
 from helpers.system.paths import content_key
 from helpers.tasks import curriculum
 
@@ -246,7 +247,7 @@ def build(out_dir: Path, progress: bool = True) -> dict:
         "key": key, "params": sum(p.numel() for p in model.parameters()),
         "seconds": {"tokenizer": round(t_tok - t0, 1), "train": round(t_train - t_tok, 1),
                     "evaluate": round(t_eval - t_train, 1), "total": round(t_eval - t0, 1)},
-        "threads": threads, "cpu": _cpu_model(), "torch": torch.__version__,
+        "threads": threads, "cpu": machine.cpu_model(), "torch": torch.__version__,
         "transformers": transformers.__version__, "python": sys.version.split()[0],
         "loss_first": losses[:10], "loss_last": losses[-10:],
         "loss_curve": [round(sum(losses[i:i + LOSS_WINDOW]) / len(losses[i:i + LOSS_WINDOW]), 4)
@@ -255,11 +256,6 @@ def build(out_dir: Path, progress: bool = True) -> dict:
     }
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     return report
-
-
-def _cpu_model() -> str:
-    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown")
 
 
 def _mark_gpt2_tokenizer(folder: Path) -> None:

@@ -55,6 +55,13 @@ def architecture(machine: str | None = None) -> str:
     return ARCH.get(name, name)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo; "unknown" elsewhere)."""
+    info = Path("/proc/cpuinfo")
+    lines = info.read_text().splitlines() if info.exists() else []
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown")
+
+
 def is_wsl() -> bool:
     try:
         return "microsoft" in Path("/proc/version").read_text().lower()
