@@ -1,7 +1,7 @@
 """``slm-lab-int4``: onnxruntime-genai's int4 settings measured on a model — block size, accuracy level (4: the
 activations quantised to int8 as well; 1: fp32 activations) and quantisation algorithm (RTN, k-quant) — for
 size, single-stream decode speed and greedy agreement with transformers in fp32 on the model's task suite and
-held-out curriculum prompts. Prints the table and saves it under runs/; the model card's ``int4_options`` take
+held-out curriculum prompts, beside llama.cpp on the model's GGUF (what the Ollama stand-in serves). Prints the table and saves it under runs/; the model card's ``int4_options`` take
 the best trade-off, and notebook 03 builds ``genai-int4`` with them.
 
     slm-lab-int4 --model qwen2.5-coder-0.5b
@@ -46,8 +46,8 @@ def agreement(expected: list[int], got: list[int]) -> float:
 
 
 def measure(card, settings: list[dict], tokens: int, progress: bool = True) -> list[dict]:
-    """One row per setting (transformers fp32 first): MB, decode tok/s, and how many prompts' greedy tokens equal
-    transformers' (all ``tokens`` of them)."""
+    """One row per setting, transformers fp32 first and llama.cpp on the card's GGUF last: MB, decode tok/s, and how
+    many prompts' greedy tokens equal transformers' (all ``tokens`` of them)."""
     from tqdm.auto import tqdm
 
     src, chats = card.hf_folder(progress=False), prompts(card)
@@ -57,6 +57,16 @@ def measure(card, settings: list[dict], tokens: int, progress: bool = True) -> l
                                   with_logits=False)
         rows = [{"setting": f"transformers {card.reference_dtype}", "decode tok/s": ref["decode_tok_s"],
                  "prompts identical": f"{len(chats)} of {len(chats)}"}]
+
+        def row(name: str, kind: str, folder: Path, size: int, **extra) -> dict:
+            got = onnx_parity.measure(kind, folder, chats, work / "run", tokens, with_logits=False)
+            if "error" in got:
+                return {"setting": name, "error": got["error"].strip().splitlines()[-1][:200]}
+            same = [agreement(a, b) for a, b in zip(ref["tokens"], got["tokens"])]
+            return {"setting": name, "MB": round(size / 1e6), **extra, "decode tok/s": got["decode_tok_s"],
+                    "prompts identical": f"{sum(s == 1.0 for s in same)} of {len(same)}",
+                    "greedy match": round(sum(same) / len(same), 3)}
+
         for setting in tqdm(settings, desc="int4 settings", disable=not progress):
             out, start = work / "model", time.perf_counter()
             name = ", ".join(f"{k}={v}" for k, v in setting.items())
@@ -66,14 +76,11 @@ def measure(card, settings: list[dict], tokens: int, progress: bool = True) -> l
                 rows.append({"setting": name, "error": str(err).strip().splitlines()[-1][:200]})
                 shutil.rmtree(out, ignore_errors=True)
                 continue
-            built = time.perf_counter() - start
-            got = onnx_parity.measure("genai", out, chats, work / "run", tokens, with_logits=False)
-            same = [agreement(a, b) for a, b in zip(ref["tokens"], got["tokens"])]
-            rows.append({"setting": name, "MB": round(onnx_convert.folder_size(out) / 1e6), "build s": round(built),
-                         "decode tok/s": got["decode_tok_s"],
-                         "prompts identical": f"{sum(s == 1.0 for s in same)} of {len(same)}",
-                         "greedy match": round(sum(same) / len(same), 3)})
+            built = round(time.perf_counter() - start)
+            rows.append(row(name, "genai", out, onnx_convert.folder_size(out), **{"build s": built}))
             shutil.rmtree(out)
+        gguf = card.gguf(progress=False)
+        rows.append(row(f"llama.cpp, {gguf.name}", "llamacpp", gguf, gguf.stat().st_size))
         return rows
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -89,9 +96,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=models.DEFAULT, choices=sorted(models.MODELS))
     parser.add_argument("--tokens", type=int, default=24, help="greedy tokens compared per prompt")
+    parser.add_argument("--card-only", action="store_true", help="only the card's int4_options (beside llama.cpp)")
     args = parser.parse_args(argv)
     card = models.get(args.model)
-    rows = measure(card, SETTINGS, args.tokens)
+    rows = measure(card, [card.int4_options] if args.card_only else SETTINGS, args.tokens)
     print(markdown_table(rows))
     path = RUNS / f"int4-settings-{card.key}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

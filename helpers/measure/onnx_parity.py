@@ -121,7 +121,37 @@ def _load_genai(folder: Path, dtype: str = "float32"):
     return logits_of, greedy
 
 
-LOADERS = {"pytorch": _load_pytorch, "optimum": _load_optimum, "genai": _load_genai}
+def _load_llamacpp(gguf: Path, dtype: str = "float32"):
+    """llama.cpp (xllamacpp, the Ollama-API stand-in's engine) on a GGUF file: greedy token ids from its completion
+    API (each token's id rides in its logprobs); its logits are not compared."""
+    import xllamacpp
+
+    from helpers.formats.gguf import read_metadata
+    from helpers.system.cpus import thread_cpus
+
+    meta = read_metadata(gguf)
+    arch = meta["general.architecture"]
+    # a longrope model's context stays within its original one: above it llama.cpp applies the long factors to
+    # every position (as vLLM does), and the answers are another model's
+    context = meta.get(f"{arch}.rope.scaling.original_context_length") or min(meta[f"{arch}.context_length"], 4096)
+    params = xllamacpp.CommonParams()
+    params.model.path, params.n_ctx, params.n_parallel, params.warmup = str(gguf), int(context), 1, False
+    params.cpuparams.n_threads = params.cpuparams_batch.n_threads = len(thread_cpus())
+    server = xllamacpp.Server(params)
+
+    def logits_of(ids):
+        raise NotImplementedError("llama.cpp's logits are not compared: measure it with with_logits=False")
+
+    def greedy(ids, n, force):
+        chunks = []
+        server.handle_completions({"prompt": ids, "n_predict": n, "temperature": 0, "top_k": 1, "repeat_penalty": 1.0,
+                                   "logprobs": 1, "ignore_eos": force, "cache_prompt": False}, chunks.append)
+        return [token["id"] for chunk in chunks for choice in chunk.get("choices", [])
+                for token in (choice.get("logprobs") or {}).get("content", [])]
+    return logits_of, greedy
+
+
+LOADERS = {"pytorch": _load_pytorch, "optimum": _load_optimum, "genai": _load_genai, "llamacpp": _load_llamacpp}
 
 
 def _measure(kind: str, folder: Path, prompts_file: Path, out: Path, new_tokens: int, dtype: str,
