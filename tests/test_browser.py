@@ -85,15 +85,13 @@ def status(driver) -> str:
     return driver.find_element("css selector", ".slm-status").text
 
 
-def run(driver, label: str, timeout: float = 300, during=None) -> str:
-    """Click a dashboard button and wait for the run it starts to end (the status line numbers each run);
-    ``during()`` is polled meanwhile. The run's final status line."""
+def run(driver, label: str, timeout: float = 300) -> str:
+    """Click a dashboard button and wait for the run it starts to end (the status line numbers each run); the
+    run's final status line."""
     before = status(driver)
     click(driver, label)
 
     def ended():
-        if during:
-            during()
         now = status(driver)
         return now if now != before and ("done in" in now or "failed" in now) else None
     final = wait_until(f"{label} to finish", ended, timeout, interval=0.05)
@@ -125,16 +123,21 @@ def columns(driver, names) -> dict[str, tuple[str, str]]:
 def race(driver, names, done) -> dict[str, set[str]]:
     """Click Race and wait for it to end; every stats line each column showed meanwhile. Fails unless
     ``done(stats, answer)`` holds for every column at the end."""
-    seen = {name: set() for name in names}
-
-    def watch():
-        for name, (stats, _) in columns(driver, names).items():
-            seen[name].add(stats)
-    run(driver, "Race", during=watch)
-    watch()  # the last update can land between the final poll and the status line's "done"
+    # every text each stats line takes, recorded in the page as it changes: polling from here missed the short
+    # states of a fast backend (phi4-nano's 62 tokens take the engine ~10 ms) on a busy machine
+    driver.execute_script("""
+        window.slmSeen = {}; (window.slmObservers || []).forEach(o => o.disconnect()); window.slmObservers = [];
+        for (const name of arguments[0]) {
+            const stats = document.querySelector('.slm-backend-' + name + ' .slm-stats');
+            const seen = window.slmSeen[name] = [];
+            const observer = new MutationObserver(() => seen.push(stats.innerText));
+            observer.observe(stats, {subtree: true, childList: true, characterData: true});
+            window.slmObservers.push(observer);
+        }""", names)
+    run(driver, "Race")
     shown = columns(driver, names)
     assert all(done(*shown[n]) for n in names), f"not every column answered: {shown}"
-    return seen
+    return {name: set(texts) for name, texts in driver.execute_script("return window.slmSeen").items()}
 
 
 def answered(stats: str, answer: str) -> bool:
