@@ -128,3 +128,12 @@ def test_the_first_error_line_is_the_exception_raised_not_the_traceback():
     assert runtimes.first_error(log) == "RuntimeError: Engine core initialization failed. See root cause above."
     assert runtimes.first_error("INFO ok\nerror: address already in use\n") == "error: address already in use"
     assert runtimes.first_error("all fine\n") == ""
+
+
+def test_server_flags_join_the_command_of_the_runtime_that_runs_it():
+    spec = BackendSpec(name="b", port=0, command=["serve"], local_command=["python", "-m", "b"])
+    spec.add_server_args("local", ["--x", "1"])
+    spec.add_server_args("docker", ["--y"])
+    assert spec.local_command == ["python", "-m", "b", "--x", "1"] and spec.command == ["serve", "--y"]
+    with pytest.raises(ValueError, match="takes no command-line flags on the docker runtime"):
+        BackendSpec(name="ollama", port=0).add_server_args("docker", ["--z"])

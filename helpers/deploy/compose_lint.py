@@ -141,7 +141,6 @@ def by_rule(findings: list[Finding]) -> list[dict]:
     return [{**row, "where": ", ".join(row["where"])} for row in rows.values()]
 
 
-
 def overview(paths: list[Path] = COMPOSE_FILES) -> list[dict]:
     """One row per compose file: valid, lint findings, waivers, and what failed."""
     rows = []

@@ -90,6 +90,13 @@ class BackendSpec:
     pids_limit: int = 1024
     standin: StandIn | None = None  # what replaces ``image`` where no registry answers
 
+    def add_server_args(self, runtime: str, args) -> None:
+        """Server flags added to its command line on ``runtime`` (e.g. vLLM's ``--max-model-len 256``)."""
+        command = self.local_command if runtime == "local" else self.command
+        if not command:  # Ollama's image: its settings are environment variables, a model's are in a Modelfile
+            raise ValueError(f"{self.name} takes no command-line flags on the {runtime} runtime")
+        command.extend(args)
+
 
 def docker_run_kwargs(spec: BackendSpec, image: str, host_port: int, gpu_available: bool,
                       standin: bool = False) -> dict:

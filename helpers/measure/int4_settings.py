@@ -1,8 +1,9 @@
 """``slm-lab-int4``: onnxruntime-genai's int4 settings measured on a model — block size, accuracy level (4: the
 activations quantised to int8 as well; 1: fp32 activations) and quantisation algorithm (RTN, k-quant) — for
 size, single-stream decode speed and greedy agreement with transformers in fp32 on the model's task suite and
-held-out curriculum prompts, beside llama.cpp on the model's GGUF (what the Ollama stand-in serves). Prints the table and saves it under runs/; the model card's ``int4_options`` take
-the best trade-off, and notebook 03 builds ``genai-int4`` with them.
+held-out curriculum prompts, beside llama.cpp on the model's GGUF (what the Ollama stand-in serves). Prints the
+table and saves it under runs/; the model card's ``int4_options`` take the best trade-off, and notebook 03 builds
+``genai-int4`` with them.
 
     slm-lab-int4 --model qwen2.5-coder-0.5b
 """
@@ -45,6 +46,11 @@ def agreement(expected: list[int], got: list[int]) -> float:
     return same / max(len(expected), len(got), 1)
 
 
+def error_row(setting: str, error: str) -> dict:
+    """A row for a setting that failed: the last line of its error."""
+    return {"setting": setting, "error": error.strip().splitlines()[-1][:200]}
+
+
 def measure(card, settings: list[dict], tokens: int, progress: bool = True) -> list[dict]:
     """One row per setting, transformers fp32 first and llama.cpp on the card's GGUF last: MB, decode tok/s, and how
     many prompts' greedy tokens equal transformers' (all ``tokens`` of them)."""
@@ -61,7 +67,7 @@ def measure(card, settings: list[dict], tokens: int, progress: bool = True) -> l
         def row(name: str, kind: str, folder: Path, size: int, **extra) -> dict:
             got = onnx_parity.measure(kind, folder, chats, work / "run", tokens, with_logits=False)
             if "error" in got:
-                return {"setting": name, "error": got["error"].strip().splitlines()[-1][:200]}
+                return error_row(name, got["error"])
             same = [agreement(a, b) for a, b in zip(ref["tokens"], got["tokens"])]
             return {"setting": name, "MB": round(size / 1e6), **extra, "decode tok/s": got["decode_tok_s"],
                     "prompts identical": f"{sum(s == 1.0 for s in same)} of {len(same)}",
@@ -73,7 +79,7 @@ def measure(card, settings: list[dict], tokens: int, progress: bool = True) -> l
             try:
                 onnx_convert.build_genai(src, out, "int4", work / "cache", setting)
             except RuntimeError as err:  # a setting this builder cannot build is a finding, not the end
-                rows.append({"setting": name, "error": str(err).strip().splitlines()[-1][:200]})
+                rows.append(error_row(name, str(err)))
                 shutil.rmtree(out, ignore_errors=True)
                 continue
             built = round(time.perf_counter() - start)

@@ -72,7 +72,8 @@ class Bench:
 
             self.python = str(venvs.venv_dir(vllm.local_venv) / "bin" / "python")
 
-    def runs_in_one_process(self, base_url: str, runs: list[dict], saturated_below: float | None = None) -> list[dict]:
+    def runs_in_one_process(self, base_url: str, runs: list[dict],
+                            saturated_below: float | None = None) -> list[dict]:
         """The runs (``bench_args`` keywords each) in order, in one process of the tool (bench_runs.py); with
         ``saturated_below``, until one serves less than that share of its offered rate. Their result JSONs (raises
         with the tool's last output lines when it fails)."""
@@ -109,13 +110,15 @@ class Bench:
                 environment={"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"},
                 labels={LABEL: "1", f"{LABEL}.backend": "vllm-bench", **OWNER})
         except docker.errors.ContainerError as error:
-            raise RuntimeError(f"{TOOL} failed in {self.image}:\n{(error.stderr or b'').decode(errors='replace')[-2000:]}") from None
+            output = (error.stderr or b"").decode(errors="replace")
+            raise RuntimeError(f"{TOOL} failed in {self.image}:\n{output[-2000:]}") from None
 
     def concurrency_sweep(self, base_url: str, levels, input_len: int, output_len: int, per_level: int = 2) -> list[dict]:
         """Closed loop: at most ``level`` requests in flight, ``per_level`` times as many requests as the level."""
         runs = [dict(concurrency=level, rate=math.inf, prompts=max(4, level * per_level), input_len=input_len,
                      output_len=output_len) for level in levels]
-        return [row(result, concurrency=level) for level, result in zip(levels, self.runs_in_one_process(base_url, runs))]
+        results = self.runs_in_one_process(base_url, runs)
+        return [row(result, concurrency=level) for level, result in zip(levels, results)]
 
     def rate_sweep(self, base_url: str, start: float, input_len: int, output_len: int, prompts: int = 12,
                    steps: int = 5) -> list[dict]:

@@ -29,7 +29,7 @@ def measure(card, runtime_name: str, chunks: list[int], concurrency: int, per_le
     tool, rows = load_test.Bench(runtime_name, card), []
     for chunk in chunks:
         spec = backend.spec(card, runtime_name, False, path)
-        (spec.local_command if runtime_name == "local" else spec.command).extend(["--prefill-chunk", str(chunk)])
+        spec.add_server_args(runtime_name, ["--prefill-chunk", str(chunk)])
         server = runtime.start(spec, timeout=900)
         try:
             rows += [{"prefill chunk": chunk, **row} for row in tool.concurrency_sweep(

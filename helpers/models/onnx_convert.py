@@ -130,9 +130,9 @@ def folder_size(folder: Path) -> int:
 
 
 def conversion_key(src: Path, variants: tuple[str, ...], int4_options: dict | None = None) -> str:
-    """Hash of the source folder, the variants (and int4 settings), the converter versions and this file. The folder counts by
-    its path, each file's size and, for files under 64 MB, their content: the committed phi4-nano keeps its
-    path and sizes when it is retrained; a large checkpoint's folder is named by its source already."""
+    """Hash of the source folder, the variants (and int4 settings), the converter versions and this file. The
+    folder counts by its path, each file's size and, for files under 64 MB, their content: the committed phi4-nano
+    keeps its path and sizes when it is retrained; a large checkpoint's folder is named by its source already."""
     from importlib.metadata import version
 
     versions = {pkg: version(pkg) for pkg in ("optimum", "optimum-onnx", "onnx", "onnxruntime", "onnxruntime-genai")}

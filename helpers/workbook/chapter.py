@@ -93,10 +93,7 @@ class Chapter:
         ``extra_args``: server flags added to its command line (e.g. vLLM's ``--max-model-len 256``)."""
         spec = self.spec(backend, progress)
         if extra_args:
-            with_args = spec.local_command if self.runtime == "local" else spec.command
-            if not with_args:  # Ollama's image: its settings are environment variables, a model's are in a Modelfile
-                raise ValueError(f"{backend} takes no command-line flags on the {self.runtime} runtime")
-            with_args += list(extra_args)
+            spec.add_server_args(self.runtime, extra_args)
         backends.get(backend).setup(self.runtime, progress)
         try:
             server = runtimes.get(self.runtime).start(spec, timeout=timeout, progress=progress)
