@@ -113,7 +113,7 @@ def test_a_backend_killed_at_its_memory_limit_says_what_it_measured(tmp_path, mo
             raise runtimes.DeployError("the backend exited before it was healthy: killed by the kernel at its memory "
                                        "limit of 5.0 GiB (OOMKilled)\nlast log lines:\n...")
 
-    monkeypatch.setattr(lab, "spec", lambda backend, progress=True: None)
+    monkeypatch.setattr(lab, "spec", lambda backend, progress=True, card=None: None)
     monkeypatch.setattr(backends.get("vllm"), "setup", lambda *a, **kw: None)
     monkeypatch.setattr(runtimes, "get", lambda name: OOM())
     with pytest.raises(runtimes.DeployError) as raised:
@@ -121,3 +121,20 @@ def test_a_backend_killed_at_its_memory_limit_says_what_it_measured(tmp_path, mo
     first = str(raised.value).splitlines()[0]
     assert first.startswith("vllm the backend exited before it was healthy: killed by the kernel at its memory limit")
     assert "qwen2.5-coder-0.5b on vllm measured 6.5 GB" in first and "Docker Desktop" in first
+
+
+def test_a_backend_started_with_other_settings_runs_beside_its_usual_one(tmp_path):
+    """The engine on phi4-nano's int4 build next to its fp32 build (notebook 05's one-stream row): each serves its
+    own variant, and stopping the int4 one leaves the other running."""
+    import requests
+
+    lab = _lab(tmp_path, "phi4-nano")
+    try:
+        usual = lab.start("onnx-engine", progress=False)
+        int4 = lab.start("onnx-engine", progress=False, options={"variant": "genai-int4"})
+        variants = [requests.get(s.base_url + "/health", timeout=10).json()["variant"] for s in (usual, int4)]
+        assert variants == ["genai-fp32", "genai-int4"] and lab.running == {"onnx-engine": usual}
+        lab.stop(int4)
+        assert lab.servers == [usual] and requests.get(usual.base_url + "/health", timeout=10).ok
+    finally:
+        lab.finish()

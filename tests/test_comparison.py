@@ -1,5 +1,4 @@
 """The comparison toolkit: task-suite plumbing, benchmark statistics and harness, table, report, dashboard."""
-import json
 
 import pytest
 
@@ -55,19 +54,23 @@ def test_percentiles_and_summary():
     assert row["failed"] == 1 and row["output_tok_s"] == 10 and row["errors"] == ["boom"]
 
 
-def test_harness_overhead_against_a_trivial_server(tmp_path):
-    rows = serving_bench.harness_overhead(lambda text: len(text.split()), levels=(1, 4), requests_per_level=8, tokens=32)
+def _against_a_trivial_server(levels, requests_per_level, tokens):
+    """The lab's own load generator (the dashboard's benchmark button) against a server with no model."""
+    with serving_bench.trivial_server(tokens) as url:
+        return serving_bench.sweep(url, "trivial", [[{"role": "user", "content": "x"}]], lambda text: len(text.split()),
+                                   levels, requests_per_level, warmup=2, max_tokens=tokens, progress=False)
+
+
+def test_the_dashboards_load_generator_against_a_trivial_server():
+    rows = _against_a_trivial_server((1, 4), 8, 32)
     assert [r["failed"] for r in rows] == [0, 0]
     assert all(r["output_tokens"] == 32 * r["requests"] for r in rows)  # counted by the counter, not by chunks
-    json_path, csv_path = serving_bench.save({"trivial": rows}, tmp_path, {"cpus": 2})
-    assert json.loads(json_path.read_text())["machine"] == {"cpus": 2}
-    assert csv_path.read_text().splitlines()[0].startswith("backend,concurrency")
 
 
 def test_the_concurrency_plot_draws_every_backend_against_concurrency():
     import matplotlib
     matplotlib.use("Agg")
-    rows = serving_bench.harness_overhead(lambda text: len(text.split()), levels=(1, 2, 4), requests_per_level=4, tokens=8)
+    rows = _against_a_trivial_server((1, 2, 4), 4, 8)
     fig = comparison.plot_concurrency({"a": rows, "b": rows})
     throughput, ttft, itl = fig.axes
     assert [len(line.get_xdata()) for line in throughput.lines] == [3, 3]
@@ -176,9 +179,11 @@ def test_the_figures_table_sets_each_backend_beside_its_bandwidth_bound():
     row = {"output tok/s": 10.0, "ITL p99 ms": 120.0}
     bench = {"vllm": {"concurrency": [{"concurrency": 1, **row}, {"concurrency": 8, **row, "output tok/s": 40.0}],
                       "rate": [{"offered req/s": 0.5, "goodput req/s": 0.5}]}}
-    (fig,) = comparison.figures(bench, {"vllm": 2_000_000_000}, 25e9)
+    bench["onnx-engine genai-int4"] = {"concurrency": [{"concurrency": 1, **row}]}  # one stream only
+    fig, int4 = comparison.figures(bench, {"vllm": 2_000_000_000, "onnx-engine genai-int4": 500_000_000}, 25e9)
     assert fig["bound tok/s"] == 12.5 and fig["1 stream / bound"] == "80%" and fig["tok/s at 8"] == 40.0
     assert fig["req/s within objectives"] == 0.5 and fig["GB read per token"] == 2.0
+    assert int4["tok/s at 8"] == int4["req/s within objectives"] == "–" and int4["bound tok/s"] == 50.0
 
 
 def test_weights_read_per_token_count_a_tied_embedding_once_and_whole():
@@ -187,3 +192,16 @@ def test_weights_read_per_token_count_a_tied_embedding_once_and_whole():
     nano = models.get("phi4-nano")  # tied: the LM head reads the whole embedding table
     assert memory_bound.hf_bytes_per_token(nano.hf_folder(progress=False), "float32") == nano.parameters * 4
     assert memory_bound.hf_bytes_per_token(nano.hf_folder(progress=False), "bfloat16") == nano.parameters * 2
+
+
+def test_side_by_side_takes_medians_of_its_rounds_and_the_engines_int4_build():
+    from helpers.measure import side_by_side
+
+    assert side_by_side.entries(models.get("qwen2.5-coder-0.5b"))["onnx-engine genai-int4"] == (
+        "onnx-engine", {"variant": "genai-int4"})
+    assert "onnx-engine genai-int4" not in side_by_side.entries(models.get("phi-4-mini"))  # it serves int4 already
+    rounds = [[{"backend": "vllm", "1 stream tok/s": tok_s, "bound tok/s": 20.0, "1 stream / bound": "?",
+                "req/s within objectives": 0.5}] for tok_s in (9.0, 12.0, 10.0)]
+    (row,) = side_by_side.medians(rounds)
+    assert row["1 stream tok/s"] == 10.0 and row["1 stream tok/s (range)"] == "9-12"
+    assert row["1 stream / bound"] == "50%" and "req/s within objectives (range)" not in row

@@ -11,7 +11,7 @@ from helpers.measure import load_test, serving_bench
 
 RESULT = {"completed": 8, "failed": 0, "request_throughput": 1.5, "output_throughput": 48.2, "request_goodput": 1.2,
           "median_ttft_ms": 210.4, "p99_ttft_ms": 900.2, "median_itl_ms": 95.31, "p99_itl_ms": 180.0,
-          "total_output_tokens": 256}
+          "p90_e2el_ms": 3100.4, "total_output_tokens": 256}
 
 
 def _value(args, flag):
@@ -32,7 +32,9 @@ def test_the_tools_arguments_state_the_load_and_the_objectives():
 def test_rows_and_the_sustainable_rate():
     assert load_test.row(RESULT, concurrency=4) == {
         "concurrency": 4, "req/s": 1.5, "output tok/s": 48.2, "goodput req/s": 1.2, "TTFT p50 ms": 210,
-        "TTFT p99 ms": 900, "ITL p50 ms": 95.3, "ITL p99 ms": 180.0, "tokens out": 32.0, "failed": 0}
+        "TTFT p99 ms": 900, "ITL p50 ms": 95.3, "ITL p99 ms": 180.0, "E2E p90 ms": 3100, "tokens out": 32.0, "failed": 0}
+    failed = load_test.row({**RESULT, "failed": 2, "errors": ["", "HTTP 401", "HTTP 401"]}, concurrency=4)
+    assert failed["failed"] == 2 and failed["errors"] == ["HTTP 401"]
     rows = [{"offered req/s": 1, "goodput req/s": 1.0}, {"offered req/s": 2, "goodput req/s": 1.7},
             {"offered req/s": 4, "goodput req/s": 2.0}]
     assert load_test.sustainable_rate(rows) == 2 and load_test.sustainable_rate(rows[2:]) == 0.0
@@ -46,7 +48,7 @@ def _bench_with_a_fake_tool(monkeypatch, served: dict):
 
     def fake_tool(command, **kw):
         plan = json.loads(Path(command[-1]).read_text())
-        plans.append(plan)
+        plans.append({**plan, "api_key": kw["env"].get("OPENAI_API_KEY")})
         for argv in plan["runs"]:
             rate = float(_value(argv, "--request-rate"))
             result = {**RESULT, "request_throughput": served.get(rate, 1.0)}
@@ -105,6 +107,15 @@ def test_every_run_sends_prompts_no_earlier_run_sent(monkeypatch):
     assert len(seeds) == 5 and len(set(seeds)) == 5
 
 
+def test_a_server_that_asks_for_a_key_gets_it(monkeypatch):
+    """Notebook 06's stack answers only with its API key: the tool sends OPENAI_API_KEY."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    bench, plans = _bench_with_a_fake_tool(monkeypatch, {})
+    bench.concurrency_sweep("http://x", (1,), 8, 8, api_key="s3cret")
+    bench.concurrency_sweep("http://x", (1,), 8, 8)
+    assert [plan["api_key"] for plan in plans] == ["s3cret", None]
+
+
 @pytest.mark.slow
 def test_the_tool_measured_against_a_trivial_server():
     tool = load_test.Bench("local", models.get("phi4-nano"), progress=False)
@@ -113,3 +124,16 @@ def test_the_tool_measured_against_a_trivial_server():
         rates = tool.rate_sweep(url, 4, input_len=16, output_len=16, prompts=8, steps=2)
     assert [r["concurrency"] for r in rows] == [1, 2] and all(r["failed"] == 0 and r["req/s"] > 0 for r in rows)
     assert [r["offered req/s"] for r in rates] in ([4], [4, 8]) and all(r["failed"] == 0 for r in rates)
+
+
+@pytest.mark.slow
+def test_slm_lab_bench_measures_the_engines_two_builds_side_by_side(tmp_path, monkeypatch):
+    from helpers.measure import side_by_side
+
+    monkeypatch.setattr(side_by_side, "RUNS", tmp_path)
+    side_by_side.main(["--model", "phi4-nano", "--repeat", "2", "--levels", "1,2",
+                       "--backends", "onnx-engine", "onnx-engine genai-int4"])
+    saved = json.loads((tmp_path / "side-by-side-phi4-nano.json").read_text())
+    assert [row["backend"] for row in saved["medians"]] == ["onnx-engine", "onnx-engine genai-int4"]
+    assert len(saved["rounds"]) == 2 and all(r["failed"] == 0 for bench in saved["rounds"] for sweeps in bench.values()
+                                             for rows in sweeps.values() for r in rows)

@@ -27,8 +27,8 @@ REQUIRED_CHECKS = {
                   "variants-system", "openai-endpoint-tool-calls", "ollama-errors"],
     "03_onnx_conversion": ["variant-folders", "genai-fp32-parity"],
     "04_onnx_engine": ["engine-ready", "tool-call-parsed", "streamed-tool-calls", "reasoning-usage", "bad-requests-4xx"],
-    "05_comparison": ["benchmark-ok", "report-exported", "dashboard-race", "suite-agreement:onnx-engine",
-                      "suite-agreement:vllm"],
+    "05_comparison": ["benchmark-ok", "engine-int4", "report-exported", "dashboard-race",
+                      "suite-agreement:onnx-engine", "suite-agreement:vllm"],
     "06_production": ["compose-lint", "lint-catches-seed", "k8s-manifests"],
 }
 MODEL_CHECKS = {

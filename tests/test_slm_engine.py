@@ -439,8 +439,9 @@ def test_a_prompt_read_in_chunks_gives_the_same_tokens(onnx_folder):
     """Chunked prefill changes when a prompt is read, not what the model answers (greedy, fp32)."""
     whole = Engine(onnx_folder / "genai-fp32", MODEL, max_batch=2, prefill_chunk=4096)
     chunked = Engine(onnx_folder / "genai-fp32", MODEL, max_batch=2, prefill_chunk=16)
+    budget = Engine(onnx_folder / "genai-fp32", MODEL, max_batch=2, prefill_chunk=16, prefill_budget=4096)
     prompt_tokens = len(chunked.render(LONG, None))
-    assert _answers(chunked, [LONG, TRAIN], 32) == _answers(whole, [LONG, TRAIN], 32)
+    assert _answers(chunked, [LONG, TRAIN], 32) == _answers(whole, [LONG, TRAIN], 32) == _answers(budget, [LONG, TRAIN], 32)
     assert chunked.stats["prefill_steps"] >= -(-prompt_tokens // 16) and whole.prefill_sizes[16] == 0
     assert max(n for n, count in enumerate(chunked.prefill_sizes) if count) == 16
 
@@ -466,3 +467,19 @@ def test_running_streams_keep_decoding_while_a_long_prompt_is_read(onnx_folder):
     chunks = -(-len(engine.render(LONG, None)) // 16)
     assert len(tokens) - before >= chunks - 1, "the running stream was paused for the whole prompt"
     assert done.wait(120)
+
+
+def test_a_prefill_budget_reads_a_waiting_prompt_before_the_next_decode_step(onnx_folder):
+    """With a budget of many chunks (vLLM's schedule) a newcomer's whole prompt is read, chunk after chunk, before
+    the running stream's next token: one long pause instead of one short pause per chunk."""
+    engine = Engine(onnx_folder / "genai-fp32", MODEL, max_batch=4, prefill_chunk=16, prefill_budget=4096)
+    tokens, first_of_long = [], threading.Event()
+    engine.stream_interval = 0
+    engine.submit(Job(engine.render(TRAIN, None), Sampling(400, min_tokens=400),
+                      lambda event: event["type"] == "text" and tokens.append(event["text"])))
+    while len(tokens) < 5:
+        time.sleep(0.001)
+    before = len(tokens)
+    engine.submit(Job(engine.render(LONG, None), Sampling(4), lambda event: first_of_long.set()))
+    assert first_of_long.wait(60)
+    assert len(tokens) - before <= 3 and engine.stats["prefill_steps"] > 10, (len(tokens) - before, engine.stats)

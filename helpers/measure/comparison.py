@@ -30,20 +30,22 @@ def measurements(runtime: str, ready_s: dict, memory_mb: dict, bench: dict, accu
 
 
 def figures(bench: dict, read_per_token: dict[str, int], bandwidth: float) -> list[dict]:
-    """Per backend: single-stream tok/s, throughput and ITL p99 at the highest concurrency, the highest request rate
-    served within the objectives — beside the bound this machine's read ``bandwidth`` (bytes/s) puts on one stream
-    given the bytes of weights a decode step reads (``read_per_token``: helpers.measure.memory_bound)."""
+    """Per backend (or backend and variant): single-stream tok/s, throughput and ITL p99 at the highest concurrency,
+    the highest request rate served within the objectives — beside the bound this machine's read ``bandwidth``
+    (bytes/s) puts on one stream given the bytes of weights a decode step reads (``read_per_token``:
+    helpers.measure.memory_bound). "–" where a sweep measured one stream only, or no request rates."""
     from helpers.measure.load_test import sustainable_rate
 
+    top_level = max(r["concurrency"] for sweeps in bench.values() for r in sweeps["concurrency"])
     rows = []
     for name, sweeps in bench.items():
-        levels = sweeps["concurrency"]
-        one, top = levels[0], levels[-1]
+        levels = {r["concurrency"]: r for r in sweeps["concurrency"]}
+        one, top = levels[1], levels.get(top_level, {})
         bound = bandwidth / read_per_token[name]
         rows.append({"backend": name, "1 stream tok/s": one["output tok/s"],
-                     f"tok/s at {top['concurrency']}": top["output tok/s"],
-                     f"ITL p99 ms at {top['concurrency']}": top["ITL p99 ms"],
-                     "req/s within objectives": sustainable_rate(sweeps["rate"]),
+                     f"tok/s at {top_level}": top.get("output tok/s", "–"),
+                     f"ITL p99 ms at {top_level}": top.get("ITL p99 ms", "–"),
+                     "req/s within objectives": sustainable_rate(sweeps["rate"]) if sweeps.get("rate") else "–",
                      "GB read per token": round(read_per_token[name] / 1e9, 3),
                      "bound tok/s": round(bound, 1), "1 stream / bound": f"{one['output tok/s'] / bound:.0%}"})
     return rows
@@ -88,23 +90,6 @@ def framework_table(measured: dict[str, dict]) -> list[dict]:
 
 # ----------------------------------------------------------------------------- plots
 
-def plot_throughput(bench: dict[str, list[dict]]):
-    """Output tokens/s and p90 end-to-end latency against concurrency."""
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.8))
-    for name, rows in bench.items():
-        levels = [r["concurrency"] for r in rows]
-        left.plot(levels, [r["output_tok_s"] for r in rows], marker="o", label=name)
-        right.plot(levels, [r["e2e_ms"]["p90"] for r in rows], marker="o", label=name)
-    left.set(xlabel="concurrent requests", ylabel="output tokens/s", title="throughput", xticks=levels)
-    right.set(xlabel="concurrent requests", ylabel="ms", title="p90 end-to-end latency", xticks=levels)
-    for ax in (left, right):
-        ax.legend()
-    fig.tight_layout()
-    return fig
-
-
 def plot_concurrency(bench: dict[str, list[dict]]):
     """Against concurrency, per backend: output tokens/s, and p50 (solid) / p99 (dashed) TTFT and inter-token latency.
     A server that batches holds its tokens/s per user as users join; one that queues divides it."""
@@ -128,23 +113,27 @@ def plot_concurrency(bench: dict[str, list[dict]]):
 
 
 def plot_load(load: dict[str, dict[str, list[dict]]]):
-    """``load_test`` rows per backend: output tokens/s, TTFT p99 and ITL p99 against concurrency (closed loop), and
-    goodput against the offered request rate (open loop; the dotted line: every request within the objectives)."""
+    """``load_test`` rows per backend: output tokens/s, TTFT p99 and ITL p99 against concurrency (closed loop), and,
+    where request rates were swept, goodput against the offered rate (open loop; the dotted line: every request
+    within the objectives)."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
+    rated = any(sweeps.get("rate") for sweeps in load.values())
+    fig, axes = plt.subplots(1, 4 if rated else 3, figsize=(18 if rated else 14, 3.8))
     for i, (name, sweeps) in enumerate(load.items()):
         color, rows = f"C{i}", sweeps["concurrency"]
         levels = [r["concurrency"] for r in rows]
         for ax, key in zip(axes[:3], ("output tok/s", "TTFT p99 ms", "ITL p99 ms")):
             ax.plot(levels, [r[key] for r in rows], marker="o", color=color, label=name)
-        offered = [r["offered req/s"] for r in sweeps["rate"]]
-        axes[3].plot(offered, [r["goodput req/s"] for r in sweeps["rate"]], marker="o", color=color, label=name)
-    top = max((r["offered req/s"] for sweeps in load.values() for r in sweeps["rate"]), default=1)
-    axes[3].plot([0, top], [0, top], ":", color="grey", label="all within objectives")
+        if rated:
+            offered = [r["offered req/s"] for r in sweeps["rate"]]
+            axes[3].plot(offered, [r["goodput req/s"] for r in sweeps["rate"]], marker="o", color=color, label=name)
+    if rated:
+        top = max(r["offered req/s"] for sweeps in load.values() for r in sweeps["rate"])
+        axes[3].plot([0, top], [0, top], ":", color="grey", label="all within objectives")
     for ax, title, unit in zip(axes, ("throughput", "time to first token, p99", "inter-token latency, p99",
                                       "goodput"), ("output tokens/s", "ms", "ms", "requests/s within objectives")):
-        ax.set(title=title, ylabel=unit, xlabel="concurrent requests" if ax is not axes[3] else "offered requests/s")
+        ax.set(title=title, ylabel=unit, xlabel="offered requests/s" if title == "goodput" else "concurrent requests")
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -32,22 +32,25 @@ def bench_args(base_url: str, model: str, tokenizer: str, result_dir: str, name:
             "--random-input-len", str(input_len), "--random-output-len", str(output_len),
             "--num-prompts", str(prompts), "--request-rate", "inf" if math.isinf(rate) else f"{rate:g}",
             "--temperature", "0", "--ignore-eos", "--extra-body", json.dumps({"max_tokens": output_len}),
-            "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,99",
+            "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99",
             "--goodput", *[f"{k}:{v}" for k, v in OBJECTIVES_MS.items()], "--num-warmups", str(warmups),
-            "--save-result", "--result-dir", result_dir, "--result-filename", name, "--disable-tqdm", "--seed", str(seed)]
+            "--save-result", "--save-detailed", "--result-dir", result_dir, "--result-filename", name,
+            "--disable-tqdm", "--seed", str(seed)]
     return args + (["--max-concurrency", str(concurrency)] if concurrency else [])
 
 
 def row(result: dict, **label) -> dict:
-    """One table row from ``vllm bench serve``'s result JSON."""
-    completed = result.get("completed", 0)
+    """One table row from ``vllm bench serve``'s result JSON; where requests failed, their first distinct errors."""
+    completed, failed = result.get("completed", 0), result.get("failed", 0)
+    errors = {"errors": sorted({e for e in result.get("errors") or [] if e})[:3]} if failed else {}
     return {**label, "req/s": round(result["request_throughput"], 3),
             "output tok/s": round(result["output_throughput"], 1),
             "goodput req/s": round(result.get("request_goodput") or 0.0, 3),
             "TTFT p50 ms": round(result["median_ttft_ms"]), "TTFT p99 ms": round(result["p99_ttft_ms"]),
             "ITL p50 ms": round(result["median_itl_ms"], 1), "ITL p99 ms": round(result["p99_itl_ms"], 1),
+            "E2E p90 ms": round(result["p90_e2el_ms"]),
             "tokens out": round(result["total_output_tokens"] / max(1, completed), 1),
-            "failed": result.get("failed", 0)}
+            "failed": failed, **errors}
 
 
 class Bench:
@@ -72,11 +75,12 @@ class Bench:
 
             self.python = str(venvs.venv_dir(vllm.local_venv) / "bin" / "python")
 
-    def runs_in_one_process(self, base_url: str, runs: list[dict],
-                            saturated_below: float | None = None) -> list[dict]:
+    def runs_in_one_process(self, base_url: str, runs: list[dict], saturated_below: float | None = None,
+                            api_key: str | None = None) -> list[dict]:
         """The runs (``bench_args`` keywords each) in order, in one process of the tool (bench_runs.py); with
-        ``saturated_below``, until one serves less than that share of its offered rate. Their result JSONs (raises
-        with the tool's last output lines when it fails)."""
+        ``saturated_below``, until one serves less than that share of its offered rate; ``api_key`` for a server that
+        asks for one (the tool sends ``OPENAI_API_KEY``). Their result JSONs (raises with the tool's last output
+        lines when it fails)."""
         plan_runs, tokenizer = [], "/tokenizer" if self.runtime == "docker" else str(self.tokenizer)
         with tempfile.TemporaryDirectory() as results:
             folder = "/results" if self.runtime == "docker" else results
@@ -86,17 +90,18 @@ class Bench:
                                             **{"seed": self.runs, **kwargs}))
             plan = Path(results) / "plan.json"
             plan.write_text(json.dumps({"runs": plan_runs, "saturated_below": saturated_below}))
+            env = {"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", **({"OPENAI_API_KEY": api_key} if api_key else {})}
             if self.runtime == "docker":
-                self._run_in_image(results)
+                self._run_in_image(results, env)
             else:
                 done = subprocess.run([self.python, str(RUNNER), str(plan)], capture_output=True, text=True,
-                                      env={**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"})
+                                      env={**os.environ, **env})
                 if done.returncode:
                     raise RuntimeError(f"{TOOL} failed:\n{(done.stdout + done.stderr)[-2000:]}")
             found = [Path(results) / f"{i}.json" for i in range(len(runs))]
             return [json.loads(f.read_text()) for f in found if f.exists()]
 
-    def _run_in_image(self, results: str) -> None:
+    def _run_in_image(self, results: str, env: dict) -> None:
         import docker
 
         from helpers.deploy.spec import LABEL, OWNER
@@ -107,17 +112,18 @@ class Bench:
                 remove=True, volumes={str(self.tokenizer): {"bind": "/tokenizer", "mode": "ro"},
                                       str(RUNNER): {"bind": "/lab/bench_runs.py", "mode": "ro"},
                                       results: {"bind": "/results", "mode": "rw"}},
-                environment={"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"},
+                environment=env,
                 labels={LABEL: "1", f"{LABEL}.backend": "vllm-bench", **OWNER})
         except docker.errors.ContainerError as error:
             output = (error.stderr or b"").decode(errors="replace")
             raise RuntimeError(f"{TOOL} failed in {self.image}:\n{output[-2000:]}") from None
 
-    def concurrency_sweep(self, base_url: str, levels, input_len: int, output_len: int, per_level: int = 2) -> list[dict]:
+    def concurrency_sweep(self, base_url: str, levels, input_len: int, output_len: int, per_level: int = 2,
+                          api_key: str | None = None) -> list[dict]:
         """Closed loop: at most ``level`` requests in flight, ``per_level`` times as many requests as the level."""
         runs = [dict(concurrency=level, rate=math.inf, prompts=max(4, level * per_level), input_len=input_len,
                      output_len=output_len) for level in levels]
-        results = self.runs_in_one_process(base_url, runs)
+        results = self.runs_in_one_process(base_url, runs, api_key=api_key)
         return [row(result, concurrency=level) for level, result in zip(levels, results)]
 
     def rate_sweep(self, base_url: str, start: float, input_len: int, output_len: int, prompts: int = 12,

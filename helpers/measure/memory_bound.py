@@ -66,3 +66,16 @@ def gguf_bytes_per_token(path: Path) -> int:
     sizes = {t.name: int(t.n_bytes) for t in GGUFReader(str(path)).tensors}
     tied = "output.weight" not in sizes
     return sum(size for name, size in sizes.items() if tied or name != "token_embd.weight")
+
+
+def bytes_per_token(card, backend: str) -> int:
+    """What one decode step of ``backend`` reads of the form of ``card`` it serves (an ONNX build, a GGUF, or the
+    Hugging Face folder in the dtype it is served in); made first where missing."""
+    from helpers import backends
+
+    entry = backends.get(backend)
+    if "onnx" in entry.needs:
+        return onnx_bytes_per_token(entry.prepare(card, "local", progress=False))
+    if "gguf" in entry.needs:
+        return gguf_bytes_per_token(card.gguf(progress=False))
+    return hf_bytes_per_token(card.hf_folder(progress=False), getattr(entry.options(card), "dtype", "float32"))

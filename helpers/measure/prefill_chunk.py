@@ -1,8 +1,9 @@
 """``slm-lab-prefill``: the SLM Engine's ``--prefill-chunk`` under load. For each chunk size the engine serves the
 model and ``vllm bench serve`` sends notebook 05's load (its prompt and answer lengths) at one concurrency: a prompt
 chunk is a forward pass of its own between decode steps, so a bigger chunk pauses every running stream longer (ITL
-p99) and a smaller one takes more steps to read a prompt (TTFT). Prints the table and saves it under runs/; the
-engine's default comes from it (docs/results.md).
+p99) and a smaller one takes more steps to read a prompt (TTFT); ``--prefill-budget`` reads several chunks per step
+(every waiting prompt first, as vLLM does). Prints the table and saves it under runs/; the engine's defaults come
+from it (docs/results.md).
 
     slm-lab-prefill --model qwen2.5-coder-0.5b --chunks 16,32,64,128
 """
@@ -21,18 +22,21 @@ from helpers.system.paths import RUNS
 ENGINE = "onnx-engine"
 
 
-def measure(card, runtime_name: str, chunks: list[int], concurrency: int, per_level: int) -> list[dict]:
-    """One row per chunk size: the tool's figures at ``concurrency``, ``per_level`` times as many requests."""
+def measure(card, runtime_name: str, chunks: list[int], concurrency: int, per_level: int,
+            budget: int | None = None) -> list[dict]:
+    """One row per chunk size: the tool's figures at ``concurrency``, ``per_level`` times as many requests;
+    ``budget``: the engine's ``--prefill-budget`` (default: one chunk per step)."""
     backend, runtime = backends.get(ENGINE), runtimes.get(runtime_name)
     path = backend.prepare(card, runtime_name)
     backend.setup(runtime_name)
     tool, rows = load_test.Bench(runtime_name, card), []
     for chunk in chunks:
         spec = backend.spec(card, runtime_name, False, path)
-        spec.add_server_args(runtime_name, ["--prefill-chunk", str(chunk)])
+        spec.add_server_args(runtime_name, ["--prefill-chunk", str(chunk)]
+                             + (["--prefill-budget", str(budget)] if budget else []))
         server = runtime.start(spec, timeout=900)
         try:
-            rows += [{"prefill chunk": chunk, **row} for row in tool.concurrency_sweep(
+            rows += [{"prefill chunk": chunk, "prefill budget": budget or chunk, **row} for row in tool.concurrency_sweep(
                 server.base_url, (concurrency,), card.budget.load_input_tokens, card.budget.bench_tokens, per_level)]
         finally:
             server.stop()
@@ -47,9 +51,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunks", default="16,32,64,128", help="prefill chunk sizes, comma-separated")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--per-level", type=int, default=3, help="requests per unit of concurrency")
+    parser.add_argument("--prefill-budget", type=int, help="the engine's prompt tokens per step (default: one chunk)")
     args = parser.parse_args(argv)
     card = models.get(args.model)
-    rows = measure(card, args.runtime, [int(c) for c in args.chunks.split(",")], args.concurrency, args.per_level)
+    rows = measure(card, args.runtime, [int(c) for c in args.chunks.split(",")], args.concurrency, args.per_level,
+                   args.prefill_budget)
     print(markdown_table(rows))
     path = RUNS / f"prefill-chunk-{card.key}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

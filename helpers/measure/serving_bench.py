@@ -1,15 +1,16 @@
-"""A serving benchmark in the spirit of ``vllm bench serve`` / GuideLLM, for any OpenAI-compatible backend.
+"""The lab's own streaming load generator, kept for what the maintained tool (``vllm bench serve``,
+helpers.measure.load_test) is not made for: the dashboard's live **Run benchmark** button, which measures in the
+kernel within seconds (the tool takes ~8 s to import) on the suite's chat prompts, and its plot.
 
-Streams chat completions at fixed concurrency levels and measures, per request, time to
-first token (TTFT), inter-token latency (ITL), end-to-end latency and output tokens; per
-level, request throughput and output tokens/s. Output tokens are counted with the
-model's tokenizer (never words). Warm-up requests are excluded. Results are saved as
-JSON and CSV together with a description of the machine.
+Streams chat completions at fixed concurrency levels and measures, per request, time to first token (TTFT),
+inter-token latency (ITL), end-to-end latency and output tokens (counted with the model's tokenizer, never
+words); per level, request throughput and output tokens/s. Warm-up requests are excluded. ``trivial_server``
+streams with no model behind it: what a load generator measures there is its own overhead (notebook 05 measures
+the tool with it).
 """
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 import statistics
 import time
@@ -145,15 +146,6 @@ def _engine_metrics(base_url: str) -> dict | None:
     return values if "slm_engine_batch_size_count" in values else None
 
 
-def table(results: dict[str, list[dict]]) -> list[dict]:
-    """One row per backend (or stack) and concurrency level: the figures a reader compares."""
-    return [{"backend": name, "concurrency": r["concurrency"], "req/s": r["request_throughput"], "tok/s": r["output_tok_s"],
-             "TTFT p50": r["ttft_ms"]["p50"], "TTFT p99": r["ttft_ms"]["p99"], "ITL p50": r["itl_ms"]["p50"],
-             "e2e p50": r["e2e_ms"]["p50"], "e2e p90": r["e2e_ms"]["p90"], "e2e p99": r["e2e_ms"]["p99"],
-             "seq/step": (r.get("batching") or {}).get("sequences per step", ""),
-             "failed": r["failed"]} for name, rows in results.items() for r in rows]
-
-
 def _run(coroutine):
     """Run ``coroutine`` to completion, also from inside Jupyter's running event loop (in a thread)."""
     try:
@@ -171,60 +163,6 @@ def token_counter(tokenizer_file: Path):
 
     tokenizer = Tokenizer.from_file(str(tokenizer_file))
     return lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids)
-
-
-def save(results: dict, out_dir: Path, machine: dict) -> tuple[Path, Path]:
-    """``results`` ({backend: rows}) as benchmark.json (with ``machine``) and benchmark.csv (flat)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, csv_path = out_dir / "benchmark.json", out_dir / "benchmark.csv"
-    json_path.write_text(json.dumps({"machine": machine, "results": results}, indent=2))
-    flat = [{"backend": backend, **{k: v for k, v in row.items() if not isinstance(v, (dict, list))},
-             **{f"{metric}_{stat}": row[metric][stat] for metric in ("ttft_ms", "itl_ms", "e2e_ms")
-                for stat in ("mean", "p50", "p90", "p99")}}
-            for backend, rows in results.items() for row in rows]
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(flat[0]))
-        writer.writeheader()
-        writer.writerows(flat)
-    return json_path, csv_path
-
-
-# ----------------------------------------------------------------------------- the benchmark as a script
-
-def main(argv: list[str] | None = None) -> None:
-    """``slm-lab-bench``: start each backend in turn on the local runtime (alone on the machine), sweep it, print
-    and save the table."""
-    import argparse
-
-    from helpers import backends, models
-    from helpers.deploy import runtimes
-    from helpers.formats.markdown import markdown_table
-    from helpers.system import machine
-    from helpers.system.paths import RUNS
-    from helpers.tasks import curriculum
-
-    parser = argparse.ArgumentParser(description="Concurrency sweep of every backend on one model (local runtime).")
-    parser.add_argument("--model", default=models.DEFAULT, choices=sorted(models.MODELS))
-    parser.add_argument("--backends", nargs="+", default=list(backends.BACKENDS), choices=list(backends.BACKENDS))
-    parser.add_argument("--levels", nargs="+", type=int, default=[1, 2, 4, 8, 16])
-    parser.add_argument("--requests", type=int, default=16, help="requests per level (at least the level)")
-    parser.add_argument("--tokens", type=int, default=64, help="output tokens per request")
-    args = parser.parse_args(argv)
-    card, env, local = models.get(args.model), machine.check_environment(), runtimes.get("local")
-    count = token_counter(card.hf_folder() / "tokenizer.json")
-    prompts = [[{"role": "user", "content": t}] for t in (curriculum.SEED_TRAIN_QUESTION, curriculum.SEED_CODE_PROMPT)]
-    results = {}
-    for name in args.backends:  # one at a time: the next backend gets the machine to itself
-        backend = backends.get(name)
-        models.require(card, backend.needs, env)
-        backend.setup("local")
-        with local.start(backend.spec(card, "local", model_path=backend.prepare(card, "local")), timeout=900) as server:
-            backend.provide(card, server.base_url)
-            results[name] = sweep(server.base_url, card.served_name, prompts, count, args.levels, args.requests,
-                                  warmup=2, max_tokens=args.tokens)
-    print(markdown_table(table(results)))
-    about = {"cpus": env.cpus, "ram_gb": env.ram_gb, "model": card.describe(), "date": time.strftime("%Y-%m-%d")}
-    print("saved", *save(results, RUNS / "serving_bench", about))
 
 
 # ----------------------------------------------------------------------------- the harness's own overhead
@@ -262,11 +200,3 @@ def trivial_server(tokens: int = 64):
     finally:
         server.should_exit = True
         thread.join(5)
-
-
-def harness_overhead(count, levels=(1, 8), requests_per_level: int = 16, tokens: int = 64) -> list[dict]:
-    """The benchmark against ``trivial_server``: the floor under every figure it reports."""
-    with trivial_server(tokens) as url:
-        return sweep(url, "trivial", [[{"role": "user", "content": "x"}]], count, levels, requests_per_level,
-                     warmup=2, max_tokens=tokens, progress=False)
-

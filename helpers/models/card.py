@@ -10,7 +10,7 @@ that backend defines (``helpers.backends``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,12 @@ class ModelCard:
     def gguf(self, progress: bool = True):
         """The GGUF file (llama.cpp, Ollama)."""
         return self.source.gguf(progress)
+
+    def with_backend_options(self, backend: str, **options) -> "ModelCard":
+        """This card with ``backend``'s settings changed, e.g. the SLM Engine serving another of its ONNX variants:
+        ``card.with_backend_options("onnx-engine", variant="genai-int4")``."""
+        return replace(self, backend_options={**self.backend_options,
+                                              backend: {**self.backend_options.get(backend, {}), **options}})
 
     def describe(self) -> str:
         return f"{self.title} ({self.params} parameters, {self.architecture}; {self.license}) — {self.source.describe()}"

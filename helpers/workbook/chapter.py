@@ -78,20 +78,24 @@ class Chapter:
         self.summary.record("skipped", skipped)
         print(f"skipped: {what} — {reason}")
 
-    def prepare(self, backend: str, progress: bool = True):
-        """Check this machine can hold what ``backend`` needs of the model, then make (or find) that form."""
-        entry = backends.get(backend)
-        models.require(self.model, entry.needs, self.env, gpu=self.gpu and self.runtime == "docker")
-        return entry.prepare(self.model, self.runtime, progress)
+    def prepare(self, backend: str, progress: bool = True, card=None):
+        """Check this machine can hold what ``backend`` needs of the model (``card``: the chapter's, or one with
+        changed settings), then make (or find) that form."""
+        entry, card = backends.get(backend), card or self.model
+        models.require(card, entry.needs, self.env, gpu=self.gpu and self.runtime == "docker")
+        return entry.prepare(card, self.runtime, progress)
 
-    def spec(self, backend: str, progress: bool = True) -> BackendSpec:
-        return backends.get(backend).spec(self.model, self.runtime, self.gpu, self.prepare(backend, progress))
+    def spec(self, backend: str, progress: bool = True, card=None) -> BackendSpec:
+        card = card or self.model
+        return backends.get(backend).spec(card, self.runtime, self.gpu, self.prepare(backend, progress, card))
 
     def start(self, backend: str, timeout: float = 600, progress: bool = True,
-              extra_args: list[str] | tuple[str, ...] = ()) -> runtimes.Deployment:
+              extra_args: list[str] | tuple[str, ...] = (), options: dict | None = None) -> runtimes.Deployment:
         """Start ``backend`` serving the model on this runtime; stopped by ``finish`` if still running.
-        ``extra_args``: server flags added to its command line (e.g. vLLM's ``--max-model-len 256``)."""
-        spec = self.spec(backend, progress)
+        ``extra_args``: server flags added to its command line (e.g. vLLM's ``--max-model-len 256``). ``options``:
+        the backend's settings for the model changed for this start (e.g. the engine's ``{"variant":
+        "genai-int4"}``); such a deployment runs beside the backend's usual one: stop it with ``lab.stop(server)``."""
+        spec = self.spec(backend, progress, self.model.with_backend_options(backend, **options) if options else None)
         if extra_args:
             spec.add_server_args(self.runtime, extra_args)
         backends.get(backend).setup(self.runtime, progress)
@@ -107,12 +111,14 @@ class Chapter:
                 f"docs/memory.md), and its container's limit comes from that: if this machine's Docker has less "
                 f"memory (Docker Desktop: Settings → Resources), give it more, or choose a smaller model.\n{rest}") from None
         self.servers.append(server)
-        self.running[backend] = server
+        if not options:
+            self.running[backend] = server
         return server
 
-    def stop(self, backend: str) -> None:
-        """Stop ``backend`` (started by ``start``) and free its memory."""
-        server = self.running.pop(backend)
+    def stop(self, backend: str | runtimes.Deployment) -> None:
+        """Stop ``backend`` (a name, or a deployment ``start`` returned) and free its memory."""
+        server = self.running.pop(backend) if isinstance(backend, str) else backend
+        self.running = {name: running for name, running in self.running.items() if running is not server}
         server.stop()
         self.servers.remove(server)
 

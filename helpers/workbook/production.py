@@ -108,28 +108,22 @@ def _down_when_a_cell_fails(engine_stack: ComposeStack) -> None:
     shell.events.register("post_run_cell", after)
 
 
-def scale_out(engine_stack: ComposeStack, card, port: int, replicas: int, levels=None,
+def scale_out(engine_stack: ComposeStack, card, port: int, replicas: int, tool, levels=None,
               timeout: float = 900, api_key: str = "") -> dict:
-    """The same benchmark through HAProxy with one replica, then with ``replicas``; returns both sweeps and the
-    ratio of their peak output tokens/s (shown, not asserted: it depends on the cores free). Requests, tokens per
-    request and (unless ``levels`` is given) concurrency levels come from the model card's benchmark budget."""
-    from helpers.measure import serving_bench
-    from helpers.tasks import curriculum
-
-    budget = card.budget
-    count = serving_bench.token_counter(card.hf_folder(progress=False) / "tokenizer.json")
-    prompts = [[{"role": "user", "content": curriculum.SEED_TRAIN_QUESTION}],
-               [{"role": "user", "content": curriculum.SEED_CODE_PROMPT}]]
+    """``tool`` (``helpers.measure.load_test.Bench``: ``vllm bench serve``) through HAProxy with one replica, then
+    with ``replicas``; returns both sweeps and the ratio of their peak output tokens/s (shown, not asserted: it
+    depends on the cores free). Prompt and answer lengths and (unless ``levels`` is given) concurrency levels come
+    from the model card's budget, as in notebook 05."""
+    budget, url = card.budget, f"http://127.0.0.1:{port}"
 
     def sweep():
-        return serving_bench.sweep(f"http://127.0.0.1:{port}", card.served_name, prompts, count,
-                                   levels or budget.bench_levels, budget.bench_requests, max_tokens=budget.bench_tokens,
-                                   api_key=api_key)
+        return tool.concurrency_sweep(url, levels or budget.bench_levels, budget.load_input_tokens, budget.bench_tokens,
+                                      api_key=api_key)
 
     sweeps = {"1 replica": sweep()}
     engine_stack.up({"engine": replicas}, timeout=timeout)
     sweeps[f"{replicas} replicas"] = sweep()
-    one, many = (max(r["output_tok_s"] for r in rows) for rows in sweeps.values())
+    one, many = (max(r["output tok/s"] for r in rows) for rows in sweeps.values())
     return {"sweeps": sweeps, "peak_ratio": round(many / one, 2)}
 
 

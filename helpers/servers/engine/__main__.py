@@ -21,7 +21,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-batch", type=int, default=16, help="requests decoded together (vLLM's --max-num-seqs)")
     parser.add_argument("--max-queue", type=int, default=16, help="requests waiting beyond those; more get 429")
     parser.add_argument("--prefill-chunk", type=int, default=128,
-                        help="prompt tokens read per step beside the running requests' decode step (chunked prefill)")
+                        help="prompt tokens read per pass beside the running requests' decode step (chunked prefill)")
+    parser.add_argument("--prefill-budget", type=int,
+                        help="prompt tokens read per step before the decode step, in chunks (default: one chunk; "
+                             "more reads waiting prompts first, like vLLM's --max-num-batched-tokens)")
     parser.add_argument("--stream-interval", type=float, default=0.005, help="seconds between streamed chunks at most")
     parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: the cores free at start)")
     parser.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES, help="larger request bodies get 413")
@@ -31,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     if not (args.model / "genai_config.json").exists():
         raise SystemExit(f"{args.model} is not an onnxruntime-genai model folder (no genai_config.json)")
     engine = Engine(args.model, args.served_model_name, args.max_batch, args.max_queue, args.stream_interval,
-                    args.context, args.threads, args.prefill_chunk)
+                    args.context, args.threads, args.prefill_chunk, args.prefill_budget)
     print(f"SLM Engine: {args.model.name} loaded in {engine.load_seconds:.2f} s as {args.served_model_name!r}", flush=True)
     uvicorn.run(create_app(engine, args.max_body_bytes, args.api_key), host=args.host, port=args.port,
                 log_level="warning")

@@ -135,15 +135,17 @@ class Engine:
 
     Continuous batching: each step, one forward pass gives every running sequence its next token; a request
     joins after its prompt pass and leaves at any step, its cache row taken by the last row. Chunked prefill:
-    a prompt enters in chunks of at most ``prefill_chunk`` tokens, one chunk per step beside the decode step,
-    so a long prompt pauses the running streams for one chunk at a time rather than for the whole. ONNX Runtime
+    a prompt enters in chunks of at most ``prefill_chunk`` tokens, up to ``prefill_budget`` prompt tokens per step
+    (default: one chunk) before the decode step, so a long prompt pauses the running streams for one chunk at a
+    time rather than for the whole. A budget of many chunks reads every waiting prompt first (vLLM's
+    ``--max-num-batched-tokens``): newcomers start later, running streams are paused less often. ONNX Runtime
     runs the model directly (onnxruntime-genai's generators decode one request each, and its og.Engine failed
     here: docs/onnx.md); the run releases the GIL, so the event loop streams and answers /health meanwhile.
     """
 
     def __init__(self, folder: Path, served_name: str, max_batch: int = 16, max_queue: int = 16,
                  stream_interval: float = 0.005, context: int | None = None, threads: int | None = None,
-                 prefill_chunk: int = 128):
+                 prefill_chunk: int = 128, prefill_budget: int | None = None):
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -184,6 +186,7 @@ class Engine:
         self.template, self.system_tools = compile_template(source), tools_in_system_message(source)
         self.jobs: queue.Queue[Job] = queue.Queue()
         self.max_queue, self.max_batch, self.prefill_chunk = max_queue, max_batch, max(1, prefill_chunk)
+        self.prefill_budget = max(1, prefill_budget or self.prefill_chunk)
         self.pending = 0
         self.lock = threading.Lock()
         self.stats = {"requests": 0, "rejected_busy": 0, "prompt_tokens": 0, "completion_tokens": 0,
@@ -241,36 +244,42 @@ class Engine:
         return sum(n for _, n in recent) / window if recent else 0.0
 
     def _decode(self) -> None:
-        """Each step: the next chunk of the prompt being read (one request at a time, in arrival order, while the
-        batch has room), then one decode step for every running request."""
+        """Each step: prompt chunks of the requests waiting (one request at a time, in arrival order, while the batch
+        has room), up to ``prefill_budget`` tokens; then one decode step for every running request."""
         running: list[Sequence] = []
         reading: Sequence | None = None
         while True:
-            if reading is None and len(running) < self.max_batch:
-                try:
-                    job = self.jobs.get(block=not running)
-                except queue.Empty:
-                    job = None
-                if job is not None:
+            budget = self.prefill_budget
+            while budget > 0:
+                if reading is None:
+                    if len(running) >= self.max_batch:
+                        break
+                    try:
+                        job = self.jobs.get(block=not running)
+                    except queue.Empty:
+                        break
                     self.stats["queue_seconds"] += time.perf_counter() - job.queued_at
                     reading = Sequence(self, job)
-            if reading is not None and self._prefill(reading, running):
-                reading = None
+                fed, done = self._prefill(reading, running, min(budget, self.prefill_chunk))
+                budget -= fed
+                if done:
+                    reading = None
             if running:
                 self._step(running)
 
-    def _prefill(self, sequence: Sequence, running: list[Sequence]) -> bool:
-        """Feed the next chunk of ``sequence``'s prompt into the cache row after the running ones; after the last
-        chunk take its first token and let it join ``running``. True when it is done reading (or has left)."""
+    def _prefill(self, sequence: Sequence, running: list[Sequence], chunk_size: int) -> tuple[int, bool]:
+        """Feed the next chunk (at most ``chunk_size`` tokens) of ``sequence``'s prompt into the cache row after the
+        running ones; after the last chunk take its first token and let it join ``running``. (Prompt tokens fed,
+        whether it is done reading or has left.)"""
         if sequence.job.cancelled.is_set():  # the client left while the request waited or was read
             self._retire(sequence)
-            return True
+            return 0, True
         row = len(running)
         try:
             if 0 <= sequence.row != row:  # a running request left meanwhile: its row moves up behind them
                 self.cache.move(sequence.row, row)
             sequence.row = row
-            chunk = sequence.job.ids[sequence.length:sequence.length + self.prefill_chunk]
+            chunk = sequence.job.ids[sequence.length:sequence.length + chunk_size]
             self.cache.ensure(row + 1, sequence.length + len(chunk))
             logits = self._forward(row, np.array([chunk], self.id_type),
                                    np.ones((1, sequence.length + len(chunk)), self.mask_type))
@@ -279,17 +288,17 @@ class Engine:
             self.stats["prefill_tokens"] += len(chunk)
             self.prefill_sizes[len(chunk)] += 1
             if sequence.length < len(sequence.job.ids):
-                return False
+                return len(chunk), False
             sequence.take(logits[0])
         except Exception as err:  # noqa: BLE001 - the request gets the error, the engine lives on
             self._fail([sequence], err)
             self._retire(sequence)
-            return True
+            return 0, True
         if sequence.running:
             running.append(sequence)
         else:
             self._retire(sequence)
-        return True
+        return len(chunk), True
 
     def _step(self, running: list[Sequence]) -> None:
         """One forward pass for every running sequence (right-padded to the longest), a token each."""
