@@ -200,6 +200,7 @@ def test_side_by_side_takes_medians_of_its_rounds_and_the_engines_int4_build():
     assert side_by_side.entries(models.get("qwen2.5-coder-0.5b"))["onnx-engine genai-int4"] == (
         "onnx-engine", {"variant": "genai-int4"})
     assert "onnx-engine genai-int4" not in side_by_side.entries(models.get("phi-4-mini"))  # it serves int4 already
+    assert backends.get("onnx-engine").int4_beside(models.get("phi-4-mini")) is None
     rounds = [[{"backend": "vllm", "1 stream tok/s": tok_s, "bound tok/s": 20.0, "1 stream / bound": "?",
                 "req/s within objectives": 0.5}] for tok_s in (9.0, 12.0, 10.0)]
     (row,) = side_by_side.medians(rounds)

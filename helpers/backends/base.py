@@ -80,6 +80,21 @@ class Backend:
     def provide(self, card, base_url: str, progress: bool = True) -> None:
         """Make ``card`` available in the running server at ``base_url`` (servers that load it at start: nothing)."""
 
+    def start_alone(self, card, runtime: str, extra_args: list[str] | tuple[str, ...] = (), timeout: float = 900,
+                    progress: bool = True):
+        """This backend serving ``card`` on ``runtime`` for a benchmark script (no notebook, no GPU): its form
+        made, its environment set up, ``extra_args`` on its command line, the model provided. A deployment: stop
+        it (or use it as a context manager)."""
+        from helpers.deploy import runtimes
+
+        self.setup(runtime, progress)
+        spec = self.spec(card, runtime, False, self.prepare(card, runtime, progress))
+        if extra_args:
+            spec.add_server_args(runtime, extra_args)
+        server = runtimes.get(runtime).start(spec, timeout=timeout, progress=progress)
+        self.provide(card, server.base_url, progress)
+        return server
+
     def client(self, base_url: str, card, timeout: float = 600):
         """The client for this backend's API, asking for ``card``'s served name."""
         return clients.connect(self.api, base_url, card.served_name, timeout)

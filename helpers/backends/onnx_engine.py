@@ -17,6 +17,7 @@ from helpers.system.paths import REPO
 
 DIR = REPO / "compose" / "onnx-engine"
 PORT = 8080
+INT4 = "genai-int4"  # onnxruntime-genai's int4 build (helpers.models.onnx_convert.VARIANTS)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,11 @@ class SLMEngine(Backend):
     def variant(self, card) -> str:
         """The ONNX variant it serves ``card`` as."""
         return self.options(card).variant
+
+    def int4_beside(self, card) -> str | None:
+        """The card's int4 build where the engine serves another one (its fp32), else None: what notebook 05 and
+        ``slm-lab-bench`` measure once more."""
+        return INT4 if INT4 in card.onnx_variants and self.variant(card) != INT4 else None
 
     def loads(self, card) -> str:
         return self.variant(card)

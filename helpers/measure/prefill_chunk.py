@@ -14,7 +14,6 @@ import json
 import time
 
 from helpers import backends, models
-from helpers.deploy import runtimes
 from helpers.formats.markdown import markdown_table
 from helpers.measure import load_test
 from helpers.system.paths import RUNS
@@ -26,20 +25,12 @@ def measure(card, runtime_name: str, chunks: list[int], concurrency: int, per_le
             budget: int | None = None) -> list[dict]:
     """One row per chunk size: the tool's figures at ``concurrency``, ``per_level`` times as many requests;
     ``budget``: the engine's ``--prefill-budget`` (default: one chunk per step)."""
-    backend, runtime = backends.get(ENGINE), runtimes.get(runtime_name)
-    path = backend.prepare(card, runtime_name)
-    backend.setup(runtime_name)
-    tool, rows = load_test.Bench(runtime_name, card), []
+    backend, tool, rows = backends.get(ENGINE), load_test.Bench(runtime_name, card), []
     for chunk in chunks:
-        spec = backend.spec(card, runtime_name, False, path)
-        spec.add_server_args(runtime_name, ["--prefill-chunk", str(chunk)]
-                             + (["--prefill-budget", str(budget)] if budget else []))
-        server = runtime.start(spec, timeout=900)
-        try:
+        flags = ["--prefill-chunk", str(chunk)] + (["--prefill-budget", str(budget)] if budget else [])
+        with backend.start_alone(card, runtime_name, flags) as server:
             rows += [{"prefill chunk": chunk, "prefill budget": budget or chunk, **row} for row in tool.concurrency_sweep(
                 server.base_url, (concurrency,), card.budget.load_input_tokens, card.budget.bench_tokens, per_level)]
-        finally:
-            server.stop()
         print(markdown_table(rows[-1:]), flush=True)
     return rows
 

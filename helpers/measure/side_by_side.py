@@ -20,15 +20,16 @@ from helpers.measure import comparison, load_test, memory_bound
 from helpers.system import machine
 from helpers.system.paths import RUNS
 
-ENGINE, INT4 = "onnx-engine", "genai-int4"
+ENGINE = "onnx-engine"
 
 
 def entries(card) -> dict[str, tuple[str, dict]]:
     """Label -> (backend, settings changed for it): every backend of the registry as the card serves it, and the
     engine once more on the card's int4 build where it serves another (its fp32 one)."""
     out = {name: (name, {}) for name in backends.BACKENDS}
-    if ENGINE in out and INT4 in card.onnx_variants and backends.get(ENGINE).variant(card) != INT4:
-        out[f"{ENGINE} {INT4}"] = (ENGINE, {"variant": INT4})
+    int4 = backends.get(ENGINE).int4_beside(card) if ENGINE in out else None
+    if int4:
+        out[f"{ENGINE} {int4}"] = (ENGINE, {"variant": int4})
     return out
 
 
@@ -36,16 +37,11 @@ def one_round(card, runtime_name: str, chosen: dict[str, tuple[str, dict]], leve
               reverse: bool = False) -> dict[str, dict]:
     """Label -> {"concurrency": rows, "rate": rows} (in ``chosen``'s order): each entry started alone, loaded,
     stopped; ``reverse``: taken from the last."""
-    from helpers.deploy import runtimes
-
-    runtime, budget, bench = runtimes.get(runtime_name), card.budget, {}
+    budget, bench = card.budget, {}
     for label, (name, options) in (reversed if reverse else list)(list(chosen.items())):
         backend, served = backends.get(name), card.with_backend_options(name, **options) if options else card
         models.require(served, backend.needs, env)
-        backend.setup(runtime_name)
-        spec = backend.spec(served, runtime_name, False, backend.prepare(served, runtime_name))
-        with runtime.start(spec, timeout=900) as server:
-            backend.provide(served, server.base_url)
+        with backend.start_alone(served, runtime_name) as server:
             bench[label] = {
                 "concurrency": tool.concurrency_sweep(server.base_url, levels, budget.load_input_tokens,
                                                       budget.bench_tokens),
