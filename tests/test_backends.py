@@ -23,7 +23,7 @@ def _arg(command, flag):
 
 def _docker(backend, card, gpu, model_path=None, gpu_available=None, standin=False):
     spec = backends.get(backend).spec(card, "docker", gpu, model_path)
-    image = spec.image or f"{LABEL}/{spec.name}:local"
+    image = spec.image or spec.built_image
     return spec, docker_run_kwargs(spec, image, 18000, gpu if gpu_available is None else gpu_available, standin)
 
 
@@ -96,6 +96,23 @@ def test_engine_image_mounts_the_variant_read_only_with_the_cards_memory():
     assert "onnxruntime" in pins and not {"onnxruntime-gpu", "optimum", "torch", "transformers"} & set(pins)
     dockerfile = (onnx_engine.DIR / "Dockerfile").read_text()
     assert "USER engine" in dockerfile and "--no-index" in dockerfile and "COPY helpers/ /app/helpers/" in dockerfile
+
+
+def test_engine_on_a_gpu_is_the_cuda_image_serving_the_cuda_build():
+    spec, kw = _docker("onnx-engine", NANO, gpu=True, model_path=Path("/onnx/x/genai-cuda-fp16"))
+    assert kw["image"] == f"{LABEL}/onnx-engine-cuda:local" and kw["device_requests"][0]["Capabilities"] == [["gpu"]]
+    assert kw["command"][:2] == ["--model", "/models/genai-cuda-fp16"] and kw["command"][-2:] == ["--device", "cuda"]
+    assert spec.build_args == {"REQUIREMENTS": "requirements-cuda.txt"} and spec.wheels.name == "requirements-cuda.txt"
+    assert "compose/onnx-engine/requirements-cuda.txt" in spec.build_files
+    pins = dict(line.split("==") for line in spec.wheels.read_text().splitlines() if "==" in line)
+    assert "onnxruntime-gpu[cuda,cudnn]" in pins and "onnxruntime" not in pins
+    cpu = dict(line.split("==") for line in (onnx_engine.DIR / "requirements.txt").read_text().splitlines() if "==" in line)
+    assert {k: v for k, v in pins.items() if k in cpu} == {k: v for k, v in cpu.items() if k != "onnxruntime"}
+    engine = backends.get("onnx-engine")
+    assert engine.variant(PHI, gpu=True) == "genai-cuda-int4" and engine.variant(QWEN, gpu=True) == "genai-cuda-fp16"
+    assert engine.int4_beside(QWEN) == "genai-int4" and engine.int4_beside(QWEN, gpu=True) is None
+    local = backends.get("onnx-engine").spec(NANO, "local", True, Path("/onnx/x/genai-fp32"))
+    assert "--device" not in local.local_command, "the kernel's Python has CPU onnxruntime: local stays on the CPU"
 
 
 def test_engine_runs_locally_from_the_kernel_python():

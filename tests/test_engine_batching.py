@@ -1,12 +1,13 @@
 """The SLM Engine's batching parts without a model: sampling, the KV cache's rows, the batch-size histogram."""
 import numpy as np
+import pytest
 
 from helpers.formats import prometheus
 from helpers.measure import serving_bench
 from helpers.servers.engine.api import _histogram
 from helpers.system.cpus import available_cpus
 from helpers.servers.engine.engine import pick, Sampling
-from helpers.servers.engine.kv_cache import KVCache, last_position_logits
+from helpers.servers.engine.kv_cache import KVCache, last_position_logits, providers
 
 DECODER = {"num_hidden_layers": 2, "num_key_value_heads": 2, "head_size": 8,
            "inputs": {"past_key_names": "past_key_values.%d.key", "past_value_names": "past_key_values.%d.value"},
@@ -29,22 +30,32 @@ def test_a_seed_repeats_its_draws():
     assert draw[0] == draw[1]
 
 
-def test_the_cache_grows_keeping_rows_and_moves_a_row_into_a_freed_one():
-    cache = KVCache(DECODER, np.float32, limit=1024)
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_the_cache_grows_keeping_rows_and_moves_a_row_into_a_freed_one(dtype):
+    cache = KVCache(DECODER, dtype, limit=1024)
     cache.ensure(2, 10)
-    assert (cache.rows, cache.capacity) == (2, 256) and len(cache.arrays) == 4
-    for array in cache.arrays:
+    assert (cache.rows, cache.capacity) == (2, 256) and len(cache.values) == 4
+    for value in cache.values:
+        array = value.numpy()
         array[1, :, :10] = 7.0
+        value.update_inplace(array)
     generation = cache.generation
     cache.ensure(3, 10)
     assert cache.rows >= 3 and cache.capacity == 256, "more rows do not widen the rows"
     cache.ensure(3, 300)
+    arrays = [value.numpy() for value in cache.values]
     assert cache.capacity == 512 and cache.generation == generation + 2
-    assert all((a[1, :, :10] == 7.0).all() and (a[0] == 0).all() for a in cache.arrays)
+    assert all(a.shape == (cache.rows, 2, 512, 8) and a.dtype == dtype for a in arrays)
+    assert all((a[1, :, :10] == 7.0).all() and (a[1, :, 10:] == 0).all() and (a[0] == 0).all() for a in arrays)
     cache.move(1, 0)
-    assert all((a[0, :, :10] == 7.0).all() for a in cache.arrays)
+    assert all((a[0, :, :10] == 7.0).all() and (a[1] == a[0]).all() for a in (v.numpy() for v in cache.values))
     cache.ensure(3, 5000)
     assert cache.capacity == 1024  # never beyond the served context
+
+
+def test_cuda_without_onnxruntime_gpu_says_what_is_missing():
+    with pytest.raises(SystemExit, match="onnxruntime-gpu"):
+        providers("cuda")
 
 
 def test_batch_sizes_read_back_from_metrics():

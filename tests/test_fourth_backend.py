@@ -41,7 +41,7 @@ class LlamaCppServer(Backend):
                                     "-c", str(card.context), "--alias", card.served_name],
                            volumes={str(model_path.parent): "/models:ro"}, health_path="/health", gpu=gpu)
 
-    def prepare(self, card, runtime: str, progress: bool = True) -> Path:
+    def prepare(self, card, runtime: str, progress: bool = True, gpu: bool = False) -> Path:
         return card.gguf(progress)
 
     def loads(self, card) -> str:

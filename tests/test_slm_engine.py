@@ -6,11 +6,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import numpy as np
 import pytest
 
 from helpers import models
 from helpers.clients import openai_api
 from helpers.formats import chat_format, prometheus
+from helpers.models import onnx_convert
 from helpers.nano import evaluation
 from helpers.tasks import curriculum
 from helpers.servers.engine.engine import Engine, EngineError, Job, Sampling
@@ -146,6 +148,40 @@ def test_greedy_tokens_do_not_depend_on_the_batch(onnx_folder):
     together = _answers(engine, MIXED[:8], 64)
     assert engine.batch_sizes[8] > 0, "the eight shared decode steps"
     assert together == alone and all(n == 64 for _, n in alone)
+
+
+def test_the_cuda_build_decodes_through_the_same_cache_code_on_the_cpu(nano_card, onnx_folder):
+    """The builder's CUDA build (fp16: what the engine serves on a GPU) on the CPU: an fp16 cache, greedy tokens
+    independent of the batch, and the fp32 build's answers (all 8 on this machine; fp16 may round a few away)."""
+    engine = Engine(onnx_convert.cuda_build(nano_card, "genai-cuda-fp16", progress=False), MODEL, max_batch=8)
+    alone = [_answers(engine, [p], 64)[0] for p in MIXED[:8]]
+    assert _answers(engine, MIXED[:8], 64) == alone and engine.cache.dtype == np.float16
+    assert engine.provider == "CPUExecutionProvider"
+    fp32 = Engine(onnx_folder / "genai-fp32", MODEL, max_batch=8)
+    same = sum(a == b for a, b in zip(alone, (_answers(fp32, [p], 64)[0] for p in MIXED[:8])))
+    assert same >= 6, f"{same} of 8 answers as the fp32 build's"
+
+
+@pytest.mark.docker
+@pytest.mark.gpu
+def test_the_cuda_image_serves_on_the_gpu(nano_card, onnx_folder):
+    """The engine's CUDA image on an NVIDIA GPU: ONNX Runtime's CUDA provider, and greedy answers that do not depend
+    on the batch, through the HTTP API."""
+    from helpers import backends
+    from helpers.deploy import runtimes
+
+    entry = backends.get("onnx-engine")
+    spec = entry.spec(nano_card, "docker", True, entry.prepare(nano_card, "docker", False, gpu=True))
+    with runtimes.DockerRuntime().start(spec, timeout=600, progress=False) as server:
+        assert httpx.get(server.base_url + "/health", timeout=10).json()["provider"] == "CUDAExecutionProvider"
+        client = openai_api.client(server.base_url)
+
+        def answer(messages):
+            return openai_api.chat(client, MODEL, messages, max_tokens=64).content
+        alone = [answer(m) for m in MIXED[:8]]
+        with ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(answer, MIXED[:8])) == alone
+        assert entry.device(server) == "gpu"
 
 
 def test_a_cancelled_request_leaves_the_batch_and_the_others_go_on(onnx_folder):

@@ -59,8 +59,9 @@ class Backend:
         form of the model ``prepare`` made. Nothing here downloads."""
         raise NotImplementedError
 
-    def prepare(self, card, runtime: str, progress: bool = True) -> Path | None:
-        """Make (or find cached) the form of ``card`` this backend loads; None where the image fetches it."""
+    def prepare(self, card, runtime: str, progress: bool = True, gpu: bool = False) -> Path | None:
+        """Make (or find cached) the form of ``card`` this backend loads (``gpu``: when it will run on a GPU); None
+        where the image fetches it."""
         return card.hf_folder(progress)
 
     def loads(self, card) -> str:

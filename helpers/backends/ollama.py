@@ -75,7 +75,7 @@ class Ollama(Backend):
         share = loaded[0].get("size_vram", 0) / max(1, loaded[0]["size"])
         return "cpu" if share == 0 else "gpu" if share >= 0.999 else f"{share:.0%} gpu"
 
-    def prepare(self, card, runtime: str, progress: bool = True) -> Path:
+    def prepare(self, card, runtime: str, progress: bool = True, gpu: bool = False) -> Path:
         """The stand-in's model library (a local mirror of Ollama's) holding ``card``'s GGUF as its served name,
         with the card's PARAMETERs as a params layer (as Ollama's library models ship one)."""
         library = cache_dir() / "ollama-library"

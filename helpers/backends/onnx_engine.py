@@ -23,6 +23,7 @@ INT4 = "genai-int4"  # onnxruntime-genai's int4 build (helpers.models.onnx_conve
 @dataclass(frozen=True)
 class EngineOptions(Options):
     variant: str = "genai-fp32"  # the ONNX variant it serves (one of the card's onnx_variants)
+    gpu_variant: str = "genai-cuda-fp16"  # the one it serves on a GPU (onnx_convert.CUDA_BUILDS)
 
 
 class SLMEngine(Backend):
@@ -37,7 +38,8 @@ class SLMEngine(Backend):
         "tokenizer downloaded from the Hub at request time":
             "the converted folder ships tokenizer.json and chat_template.jinja; the image fetches nothing.",
         "onnxruntime-gpu + optimum[onnxruntime] in python:3.11-slim":
-            "two conflicting ORT packages and no CUDA: the image installs one (CPU onnxruntime).",
+            "two conflicting ORT packages and no CUDA: the image installs one, CPU onnxruntime, or on a GPU "
+            "onnxruntime-gpu with NVIDIA's CUDA and cuDNN pip packages (docs/gpu.md).",
         "intra_op_num_threads as a CPU provider option": "a SessionOptions setting (genai_config.json session_options).",
         "a custom /reasoning API without function calling":
             "/v1/chat/completions is OpenAI-compatible with tool calls, so notebook 01's client code works "
@@ -47,21 +49,25 @@ class SLMEngine(Backend):
     options_type = EngineOptions
 
     def spec(self, card, runtime: str, gpu: bool = False, model_path: Path | None = None) -> BackendSpec:
-        """The engine as a process (the kernel's Python has its packages), or as the image from compose/onnx-engine
-        with the variant's folder mounted read-only; its memory limit follows the model card."""
+        """The engine as a process (the kernel's Python has its packages; always on the CPU), or as the image from
+        compose/onnx-engine with the variant's folder mounted read-only; on a GPU the image's CUDA variant
+        (onnxruntime-gpu) serving the card's CUDA build. Its memory limit follows the model card."""
         if runtime == "local":
             return BackendSpec(name="onnx-engine", port=0, api="openai", health_path="/health",
                                local_command=[sys.executable, "-m", "helpers.servers.engine",
                                               *self.arguments(card, str(model_path)),
                                               "--host", "127.0.0.1", "--port", "{port}"])
+        requirements = DIR / ("requirements-cuda.txt" if gpu else "requirements.txt")
         files = {"compose/onnx-engine/Dockerfile": DIR / "Dockerfile",
-                 "compose/onnx-engine/requirements.txt": DIR / "requirements.txt",
+                 f"compose/onnx-engine/{requirements.name}": requirements,
                  **source_files("helpers.servers.engine.__main__")}
+        command = self.arguments(card, f"/models/{self.variant(card, gpu)}")  # host and port: the image's ENTRYPOINT
         return BackendSpec(
-            name="onnx-engine", port=PORT, build_files=files, dockerfile="compose/onnx-engine/Dockerfile",
-            wheels=DIR / "requirements.txt",
-            command=self.arguments(card, f"/models/{model_path.name}"),  # host and port: the image's ENTRYPOINT
+            name="onnx-engine", build_name="onnx-engine-cuda" if gpu else None, port=PORT, build_files=files,
+            dockerfile="compose/onnx-engine/Dockerfile", build_args={"REQUIREMENTS": requirements.name},
+            wheels=requirements, command=command + ["--device", "cuda"] if gpu else command,
             volumes={str(model_path.parent): "/models:ro"}, mem_limit=memory_limit(card.needs["onnx"].ram),
+            gpu=gpu, env={"CUDA_CACHE_PATH": "/tmp/cuda-cache"} if gpu else {},  # the root is read-only
             health_path="/health", api="openai", read_only=True)  # it writes nothing; non-root by its image
 
     @staticmethod
@@ -73,17 +79,19 @@ class SLMEngine(Backend):
         provider = requests.get(server.base_url.rstrip("/") + "/health", timeout=10).json()["provider"]
         return "cpu" if provider == "CPUExecutionProvider" else "gpu"
 
-    def prepare(self, card, runtime: str, progress: bool = True) -> Path:
+    def prepare(self, card, runtime: str, progress: bool = True, gpu: bool = False) -> Path:
+        if gpu and runtime == "docker":
+            return onnx_convert.cuda_build(card, self.variant(card, gpu), progress)
         return onnx_convert.converted(card, progress) / self.variant(card)
 
-    def variant(self, card) -> str:
-        """The ONNX variant it serves ``card`` as."""
-        return self.options(card).variant
+    def variant(self, card, gpu: bool = False) -> str:
+        """The ONNX variant it serves ``card`` as (on a GPU: the CUDA build)."""
+        return self.options(card).gpu_variant if gpu else self.options(card).variant
 
-    def int4_beside(self, card) -> str | None:
-        """The card's int4 build where the engine serves another one (its fp32), else None: what notebook 05 and
-        ``slm-lab-bench`` measure once more."""
-        return INT4 if INT4 in card.onnx_variants and self.variant(card) != INT4 else None
+    def int4_beside(self, card, gpu: bool = False) -> str | None:
+        """The card's int4 build where the engine serves another one on the CPU (its fp32), else None: what notebook
+        05 and ``slm-lab-bench`` measure once more."""
+        return INT4 if INT4 in card.onnx_variants and self.variant(card) != INT4 and not gpu else None
 
     def loads(self, card) -> str:
         return self.variant(card)

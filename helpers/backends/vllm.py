@@ -156,7 +156,7 @@ class VLLM(Backend):
         found = re.search(r"device_config=(\w+)", server.logs(100_000))
         return "unknown" if not found else "cpu" if found.group(1) == "cpu" else "gpu"
 
-    def prepare(self, card, runtime: str, progress: bool = True) -> Path | None:
+    def prepare(self, card, runtime: str, progress: bool = True, gpu: bool = False) -> Path | None:
         if runtime == "docker" and hasattr(card.source, "repo"):
             return None  # the official image downloads it into the mounted Hugging Face cache
         return card.hf_folder(progress)

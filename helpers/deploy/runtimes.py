@@ -154,8 +154,8 @@ class DockerRuntime:
         from tqdm.auto import tqdm
 
         if spec.build_context or spec.build_files:
-            return self.build(spec.name, spec.dockerfile, spec.build_files, spec.wheels, progress,
-                               context=spec.build_context)
+            return self.build(spec.build_name or spec.name, spec.dockerfile, spec.build_files, spec.wheels, progress,
+                               context=spec.build_context, build_args=spec.build_args)
         if self.uses_standin(spec):
             print(f"no registry answers: {spec.image} is replaced by a LOCAL STAND-IN image built from "
                   f"{spec.standin.dockerfile} (labelled {LABEL}.standin-for={spec.image})", flush=True)
@@ -202,7 +202,7 @@ class DockerRuntime:
         return deployment
 
     def build(self, name: str, dockerfile: str | None, files: dict[str, Path] | None, wheels, progress: bool = True,
-               context: Path | None = None, labels: dict | None = None) -> str:
+               context: Path | None = None, labels: dict | None = None, build_args: dict | None = None) -> str:
         """Build image ``slm-deploy-lab/<name>:local`` (progress bar) from ``files`` plus the wheelhouse of
         ``wheels`` (made for the image's Python by this machine's pip), or from the folder ``context``. The image
         it replaces is removed when it carries the lab's label and no container uses it (no untagged gigabytes
@@ -220,10 +220,10 @@ class DockerRuntime:
         except docker.errors.ImageNotFound:
             before = None
         kwargs = {"tag": tag, "decode": True, "rm": True, "labels": {IMAGE_LABEL: "1", **(labels or {})},
-                  "dockerfile": dockerfile}
+                  "dockerfile": dockerfile, "buildargs": dict(build_args or {})}
         try:
             self.client.images.get(OFFLINE_BASE)
-            kwargs["buildargs"] = {"BASE": OFFLINE_BASE}
+            kwargs["buildargs"]["BASE"] = OFFLINE_BASE
         except docker.errors.ImageNotFound:
             pass
         with tempfile.TemporaryFile() as archive:

@@ -68,6 +68,8 @@ class BackendSpec:
     image: str | None = None  # pulled by DockerRuntime
     build_context: Path | None = None  # or built from this folder (a Dockerfile under compose/)
     dockerfile: str | None = None  # path of the Dockerfile inside the build context
+    build_args: dict[str, str] = field(default_factory=dict)  # the Dockerfile's ARGs
+    build_name: str | None = None  # the built image's name where it differs from ``name`` (a variant of the image)
     build_files: dict[str, Path] | None = None  # or a context made of just these (name in context -> path)
     wheels: Path | tuple[str, ...] | None = None  # requirements whose wheelhouse joins the context as wheels/
     command: list[str] = field(default_factory=list)  # container command (args after the image's entrypoint)
@@ -89,6 +91,11 @@ class BackendSpec:
     read_only: bool = False
     pids_limit: int = 1024
     standin: StandIn | None = None  # what replaces ``image`` where no registry answers
+
+    @property
+    def built_image(self) -> str:
+        """The tag of the image the lab builds for it (``slm-deploy-lab/<name>:local``)."""
+        return f"{LABEL}/{self.build_name or self.name}:local"
 
     def add_server_args(self, runtime: str, args) -> None:
         """Server flags added to its command line on ``runtime`` (e.g. vLLM's ``--max-model-len 256``)."""

@@ -97,7 +97,9 @@ register(ModelCard(
         "vllm": {"tool_parser": {"docker": "phi4_mini_json", "local": "slm_lab"}, "dtype": "bfloat16",
                  "chat_template": {"docker": "/vllm-workspace/examples/tool_chat_template_phi4_mini.jinja",
                                    "local": "lab:phi4-native"}},
-        "ollama": {"library": True}, "onnx-engine": {"variant": "genai-int4"}},
+        "ollama": {"library": True},
+        # on a GPU the builder's CUDA int4 build: fp16's 7.7 GB of weights would not fit a laptop's GPU
+        "onnx-engine": {"variant": "genai-int4", "gpu_variant": "genai-cuda-int4"}},
     # Estimates (the Hub does not answer where the lab was measured), scaled from Qwen's measured figures: bf16
     # weights 7.7 GB (fp32 15.4 GB); Q8_0 GGUF 4.1 GB, converted from the bf16 folder; the published int4 build
     # ~4.9 GB with its fp32 embedding of 200,064 x 3,072 (2.5 GB); vLLM: the weights, 2 GiB of KV cache (4 x 4,096

@@ -7,7 +7,9 @@ nothing is lost the way the seed lost it by copying one ``.onnx`` file out):
 - ``optimum-o2``: ONNX Runtime graph optimisation (O2 fusions) of that export;
 - ``optimum-int8``: dynamic int8 quantisation of the optimised graph for this CPU;
 - ``genai-fp32`` / ``genai-int4`` (/ ``genai-int8``): onnxruntime-genai's model builder,
-  which writes ``genai_config.json`` and uses GroupQueryAttention with longrope built in.
+  which writes ``genai_config.json`` and uses GroupQueryAttention with longrope built in;
+- ``genai-cuda-fp16`` / ``genai-cuda-int4``: the builder's CUDA builds (``-e cuda``), made only when the engine
+  runs on a GPU (``cuda_build``): ONNX Runtime's GroupQueryAttention on CUDA takes fp16 or bf16, not fp32.
 """
 from __future__ import annotations
 
@@ -40,7 +42,10 @@ VARIANTS = [
     Variant("genai-fp32", "genai", "onnxruntime-genai model builder, fp32"),
     Variant("genai-int4", "genai", "onnxruntime-genai model builder, int4 weights (MatMulNBits)"),
     Variant("genai-int8", "genai", "onnxruntime-genai model builder, int8 weights (MatMulNBits)"),
+    Variant("genai-cuda-fp16", "genai", "onnxruntime-genai model builder for CUDA, fp16"),
+    Variant("genai-cuda-int4", "genai", "onnxruntime-genai model builder for CUDA, int4 weights, fp16 activations"),
 ]
+CUDA_BUILDS = {"genai-cuda-fp16": "fp16", "genai-cuda-int4": "int4"}  # variant -> the builder's precision
 
 
 def cpu_flags() -> set[str]:
@@ -111,11 +116,12 @@ def quantize_int8(src: Path, out: Path, settings: dict) -> None:
     _copy_model_files(src, out)
 
 
-def build_genai(src: Path, out: Path, precision: str, work: Path, options: dict | None = None) -> None:
-    """onnxruntime-genai's model builder (``-e cpu``) into ``out``; ``options``: its ``--extra_options``
+def build_genai(src: Path, out: Path, precision: str, work: Path, options: dict | None = None,
+                provider: str = "cpu") -> None:
+    """onnxruntime-genai's model builder (``-e cpu``, or ``cuda``) into ``out``; ``options``: its ``--extra_options``
     (``block_size``, ``accuracy_level``, ``algo_config``, …)."""
     cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(src), "-o", str(out),
-           "-p", precision, "-e", "cpu", "-c", str(work)]
+           "-p", precision, "-e", provider, "-c", str(work)]
     if options:
         cmd += ["--extra_options", *(f"{key}={value}" for key, value in options.items())]
     result = subprocess.run(cmd, capture_output=True, text=True)
@@ -185,6 +191,22 @@ def converted(card, progress: bool = True) -> Path:
     return build_once(cache_dir() / "onnx" / conversion_key(src, card.onnx_variants, card.int4_options),
                       lambda tmp: convert(src, tmp, card.onnx_variants, published, progress, card.int4_options),
                       done="conversion.json")
+
+
+def cuda_build(card, variant: str, progress: bool = True) -> Path:
+    """The CUDA build ``variant`` (``CUDA_BUILDS``) of model ``card``, made once beside its converted variants (it
+    is built on a CPU like them; only the engine on a GPU asks for it)."""
+    import tempfile
+
+    folder = converted(card, progress)
+
+    def build(out: Path) -> None:
+        if progress:
+            print(f"building {variant} (onnxruntime-genai's builder, -e cuda) …", flush=True)
+        with tempfile.TemporaryDirectory(dir=folder) as work:
+            build_genai(card.hf_folder(progress), out, CUDA_BUILDS[variant], Path(work), provider="cuda")
+
+    return build_once(folder / variant, build, done="genai_config.json")
 
 
 def conversion_log(folder: Path) -> dict:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from helpers import backends, models
 from helpers.deploy import runtimes
-from helpers.deploy.spec import BackendSpec, LABEL, docker_command, docker_run_kwargs, local_command
+from helpers.deploy.spec import BackendSpec, docker_command, docker_run_kwargs, local_command
 from helpers.system import machine
 from helpers.system.paths import RUNS
 from helpers.workbook.summary import Summary
@@ -55,7 +55,8 @@ class Chapter:
 
     @property
     def gpu(self) -> bool:
-        return self.env.nvidia_runtime
+        """Whether the backends run on a GPU: the docker runtime where Docker has NVIDIA's runtime."""
+        return self.env.nvidia_runtime and self.runtime == "docker"
 
     def check(self, check_id: str, text: str, condition: bool, detail="") -> None:
         """An invariant, recorded under ``check_id`` (what tests read) with ``text`` (what a reader reads); the
@@ -82,8 +83,8 @@ class Chapter:
         """Check this machine can hold what ``backend`` needs of the model (``card``: the chapter's, or one with
         changed settings), then make (or find) that form."""
         entry, card = backends.get(backend), card or self.model
-        models.require(card, entry.needs, self.env, gpu=self.gpu and self.runtime == "docker")
-        return entry.prepare(card, self.runtime, progress)
+        models.require(card, entry.needs, self.env, gpu=self.gpu)
+        return entry.prepare(card, self.runtime, progress, self.gpu)
 
     def spec(self, backend: str, progress: bool = True, card=None) -> BackendSpec:
         card = card or self.model
@@ -196,7 +197,7 @@ class Chapter:
         lines = {}
         for gpu in (True, False):
             spec = entry.spec(self.model, "docker", gpu, docker_path)
-            image = spec.image or f"{LABEL}/{spec.name}:local"
+            image = spec.image or spec.built_image
             lines[gpu] = docker_command(docker_run_kwargs(spec, image, spec.port, gpu_available=gpu), for_people=True)
         out |= ({"docker": lines[True]} if lines[True] == lines[False] else
                 {"docker (GPU)": lines[True], "docker (CPU)": lines[False]})

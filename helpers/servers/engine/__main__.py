@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="prompt tokens read per step before the decode step, in chunks (default: one chunk; "
                              "more reads waiting prompts first, like vLLM's --max-num-batched-tokens)")
     parser.add_argument("--stream-interval", type=float, default=0.005, help="seconds between streamed chunks at most")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where ONNX Runtime runs the model and keeps the KV cache (cuda: onnxruntime-gpu, a CUDA "
+                             "build of the model: the builder's -e cuda)")
     parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: the cores free at start)")
     parser.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES, help="larger request bodies get 413")
     parser.add_argument("--api-key", default=os.environ.get("SLM_ENGINE_API_KEY"),
@@ -34,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     if not (args.model / "genai_config.json").exists():
         raise SystemExit(f"{args.model} is not an onnxruntime-genai model folder (no genai_config.json)")
     engine = Engine(args.model, args.served_model_name, args.max_batch, args.max_queue, args.stream_interval,
-                    args.context, args.threads, args.prefill_chunk, args.prefill_budget)
+                    args.context, args.threads, args.prefill_chunk, args.prefill_budget, args.device)
     print(f"SLM Engine: {args.model.name} loaded in {engine.load_seconds:.2f} s as {args.served_model_name!r}", flush=True)
     uvicorn.run(create_app(engine, args.max_body_bytes, args.api_key), host=args.host, port=args.port,
                 log_level="warning")

@@ -142,7 +142,7 @@ def create_app(engine: Engine, max_body_bytes: int = MAX_BODY_BYTES, api_key: st
             return JSONResponse({"status": "error", "ready": False, "error": "the decoding thread has stopped"},
                                 status_code=503)
         return {"status": "ok", "ready": True, "model": engine.served_name, "variant": engine.folder.name,
-                "provider": "CPUExecutionProvider", "onnxruntime": engine.ort_version,
+                "provider": engine.provider, "onnxruntime": engine.ort_version,
                 "context_length": engine.context_length, "load_seconds": round(engine.load_seconds, 3),
                 "threads": engine.threads,
                 "queue": {"in_flight": engine.pending, "max_batch": engine.max_batch, "max_queue": engine.max_queue}}

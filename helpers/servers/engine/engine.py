@@ -145,7 +145,7 @@ class Engine:
 
     def __init__(self, folder: Path, served_name: str, max_batch: int = 16, max_queue: int = 16,
                  stream_interval: float = 0.005, context: int | None = None, threads: int | None = None,
-                 prefill_chunk: int = 128, prefill_budget: int | None = None):
+                 prefill_chunk: int = 128, prefill_budget: int | None = None, device: str = "cpu"):
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -161,16 +161,21 @@ class Engine:
         self.eos = set(eos if isinstance(eos, list) else [eos])
         start = time.perf_counter()
         self.threads = threads or len(thread_cpus())  # the cores free at start
-        self.session = load_session(folder, config["decoder"], self.threads)
+        self.session = load_session(folder, config["decoder"], self.threads, device)
         self.load_seconds = time.perf_counter() - start
+        self.provider = self.session.get_providers()[0]
+        if device == "cuda" and self.provider != "CUDAExecutionProvider":
+            raise SystemExit(f"--device cuda: ONNX Runtime could not start its CUDA provider and fell back to "
+                             f"{self.provider} (its log above says why: no GPU in the container, or a driver older "
+                             "than the CUDA build; docs/gpu.md)")
         types = {i.name: NUMPY_TYPES.get(i.type) for i in self.session.get_inputs()}
         decoder = config["decoder"]
-        self.cache = KVCache(decoder, types[decoder["inputs"]["past_key_names"] % 0], self.context_length)
+        self.cache = KVCache(decoder, types[decoder["inputs"]["past_key_names"] % 0], self.context_length, device)
         fed = {decoder["inputs"]["input_ids"], decoder["inputs"]["attention_mask"], *(p for p, _ in self.cache.names)}
         unknown = sorted(set(types) - fed)
         if unknown:  # a build for another execution provider, or a layout this engine does not drive
             raise SystemExit(f"{folder}: the model also takes {unknown}; the engine feeds input_ids, attention_mask "
-                             "and the KV cache (a CPU build of onnxruntime-genai's builder)")
+                             "and the KV cache (a CPU or CUDA build of onnxruntime-genai's builder)")
         self.id_type, self.mask_type = types[decoder["inputs"]["input_ids"]], types[decoder["inputs"]["attention_mask"]]
         self.input_names, self.logits_name = decoder["inputs"], decoder["outputs"]["logits"]
         logits_output = next(o for o in self.session.get_outputs() if o.name == self.logits_name)
