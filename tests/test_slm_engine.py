@@ -164,7 +164,7 @@ def test_the_cuda_build_decodes_through_the_same_cache_code_on_the_cpu(nano_card
 
 @pytest.mark.docker
 @pytest.mark.gpu
-def test_the_cuda_image_serves_on_the_gpu(nano_card, onnx_folder):
+def test_the_cuda_image_serves_on_the_gpu(nano_card):
     """The engine's CUDA image on an NVIDIA GPU: ONNX Runtime's CUDA provider, and greedy answers that do not depend
     on the batch, through the HTTP API."""
     from helpers import backends

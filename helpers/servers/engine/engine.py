@@ -164,10 +164,6 @@ class Engine:
         self.session = load_session(folder, config["decoder"], self.threads, device)
         self.load_seconds = time.perf_counter() - start
         self.provider = self.session.get_providers()[0]
-        if device == "cuda" and self.provider != "CUDAExecutionProvider":
-            raise SystemExit(f"--device cuda: ONNX Runtime could not start its CUDA provider and fell back to "
-                             f"{self.provider} (its log above says why: no GPU in the container, or a driver older "
-                             "than the CUDA build; docs/gpu.md)")
         types = {i.name: NUMPY_TYPES.get(i.type) for i in self.session.get_inputs()}
         decoder = config["decoder"]
         self.cache = KVCache(decoder, types[decoder["inputs"]["past_key_names"] % 0], self.context_length, device)

@@ -27,13 +27,18 @@ def load_session(folder: Path, decoder: dict, threads: int, device: str = "cpu")
     # decoded at 6.7-8.3 tok/s, with it off at 10.7 (onnxruntime-genai's own loop: 11.5; docs/onnx.md)
     options.enable_cpu_mem_arena = False
     options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(folder))
-    return ort.InferenceSession(model.SerializeToString(), options, providers=providers(device))
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=providers(device))
+    if device == "cuda" and session.get_providers()[0] != "CUDAExecutionProvider":
+        raise SystemExit(f"--device cuda: ONNX Runtime could not start its CUDA provider and fell back to "
+                         f"{session.get_providers()[0]} (its log above says why: no GPU in the container, or a "
+                         "driver older than the CUDA build; docs/gpu.md)")
+    return session
 
 
 def providers(device: str) -> list:
     """ONNX Runtime's execution providers for ``device``; for "cuda", the CUDA and cuDNN libraries of the image's
-    NVIDIA pip packages are loaded first (onnxruntime-gpu finds them only so), and a CUDA provider that does not
-    load (no driver, no GPU, a driver older than the CUDA build) stops the engine with the reason."""
+    NVIDIA pip packages are loaded first (onnxruntime-gpu finds them only so); an ONNX Runtime without the CUDA
+    provider stops the engine with the reason (``load_session`` stops it where the provider does not start)."""
     import onnxruntime as ort
 
     if device == "cpu":
