@@ -91,13 +91,13 @@ def small_notebook(path, parameters: str, *sources: str):
 def learners_own(tmp_path_factory):
     """A learner's own Docker things, named as the docs name them: Ollama's `ollama` volume (with a file in it), a
     container named `ollama`, and a compose project `slm-engine` with a volume of its own. Made here where missing
-    (and removed at the end); where the machine already has them they are only looked at. ``check()`` says
-    whether all of them are still there, untouched."""
+    (and removed at the end); where the machine already has them, in whatever state (a stopped container too), they
+    are only looked at. ``check()`` lists what is no longer as it was when the fixture began."""
     import subprocess
 
     import docker
 
-    from helpers.deploy.compose import compose_command
+    from helpers.deploy.compose import PROJECT_LABEL, compose_command
     from helpers.system.machine import OFFLINE_BASE
 
     client = docker.from_env()
@@ -119,26 +119,30 @@ def learners_own(tmp_path_factory):
                      "    volumes: [data:/data]\nvolumes:\n  data:\n")
     compose = compose_command()
     project = [*compose, "-p", "slm-engine", "-f", str(stack)] if compose else None
-    if project and not client.containers.list(filters={"label": "com.docker.compose.project=slm-engine"}):
+    in_project = {"label": f"{PROJECT_LABEL}=slm-engine"}
+    if project and not client.containers.list(all=True, filters=in_project):
         subprocess.run([*project, "up", "-d"], check=True, capture_output=True)
         made.append(("stack", "slm-engine"))
 
+    def state() -> dict[str, object]:
+        """What a touch would change: the volume's files (name, size, time), the container's id, status and
+        start, the stack's containers (id, status) and volumes."""
+        container = client.containers.get("ollama")
+        return {"the ollama volume's files": client.containers.run(
+                    OFFLINE_BASE, ["find", "/data", "-printf", "%p %s %T@\\n"], remove=True,
+                    volumes={"ollama": {"bind": "/data", "mode": "ro"}}),
+                "the ollama container": (container.id, container.status, container.attrs["State"]["StartedAt"]),
+                "the slm-engine stack": sorted((c.id, c.status) for c in client.containers.list(all=True, filters=in_project)),
+                "the slm-engine stack's volumes": sorted(v.name for v in client.volumes.list(filters=in_project))}
+
+    before = state()
+
     def check() -> list[str]:
-        missing = []
         try:
-            notes = client.containers.run(OFFLINE_BASE, ["cat", "/data/notes"], remove=True,
-                                          volumes={"ollama": {"bind": "/data", "mode": "ro"}})
-            if ("volume", "ollama") in made and notes.strip() != b"mine":
-                missing.append("the ollama volume's file")
-        except docker.errors.ContainerError:
-            missing.append("the ollama volume's file")
-        if client.containers.get("ollama").status != "running":
-            missing.append("the ollama container")
-        if project and not client.containers.list(filters={"label": "com.docker.compose.project=slm-engine"}):
-            missing.append("the slm-engine stack")
-        if project and not client.volumes.list(filters={"label": "com.docker.compose.project=slm-engine"}):
-            missing.append("the slm-engine stack's volume")
-        return missing
+            now = state()
+        except docker.errors.NotFound:  # the container was removed
+            return ["the ollama container"]
+        return [name for name, value in before.items() if now[name] != value]
 
     yield check
     for kind, name in reversed(made):

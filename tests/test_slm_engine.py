@@ -509,13 +509,23 @@ def test_a_prefill_budget_reads_a_waiting_prompt_before_the_next_decode_step(onn
     """With a budget of many chunks (vLLM's schedule) a newcomer's whole prompt is read, chunk after chunk, before
     the running stream's next token: one long pause instead of one short pause per chunk."""
     engine = Engine(onnx_folder / "genai-fp32", MODEL, max_batch=4, prefill_chunk=16, prefill_budget=4096)
-    tokens, first_of_long = [], threading.Event()
+    steps_at_token, first_of_long, done = [], threading.Event(), threading.Event()
+
+    def running(event):  # the prefill steps done when each of its tokens came
+        if event["type"] == "text":
+            steps_at_token.append(engine.stats["prefill_steps"])
+        elif event["type"] == "end":
+            done.set()
     engine.stream_interval = 0
-    engine.submit(Job(engine.render(TRAIN, None), Sampling(400, min_tokens=400),
-                      lambda event: event["type"] == "text" and tokens.append(event["text"])))
-    while len(tokens) < 5:
+    engine.submit(Job(engine.render(TRAIN, None), Sampling(400, min_tokens=400), running))
+    while len(steps_at_token) < 5:
         time.sleep(0.001)
-    before = len(tokens)
     engine.submit(Job(engine.render(LONG, None), Sampling(4), lambda event: first_of_long.set()))
     assert first_of_long.wait(60)
-    assert len(tokens) - before <= 3 and engine.stats["prefill_steps"] > 10, (len(tokens) - before, engine.stats)
+    chunks = -(-len(engine.render(LONG, None)) // 16)
+    deadline = time.monotonic() + 60
+    while steps_at_token[-1] < steps_at_token[0] + chunks and time.monotonic() < deadline:  # the token after it
+        time.sleep(0.001)
+    gaps = [b - a for a, b in zip(steps_at_token, steps_at_token[1:])]
+    assert max(gaps) == chunks, (chunks, gaps)
+    assert done.wait(120)
