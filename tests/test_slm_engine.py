@@ -482,25 +482,32 @@ def test_a_prompt_read_in_chunks_gives_the_same_tokens(onnx_folder):
     assert max(n for n, count in enumerate(chunked.prefill_sizes) if count) == 16
 
 
-def test_running_streams_keep_decoding_while_a_long_prompt_is_read(onnx_folder):
-    """A long prompt that arrives mid-stream is read one chunk per step, each beside a decode step of the running
-    request: the stream gets a token for every chunk instead of waiting for the whole prompt."""
-    engine = Engine(onnx_folder / "genai-fp32", MODEL, max_batch=4, prefill_chunk=16)
-    tokens, first_of_long, done = [], threading.Event(), threading.Event()
+def _long_prompt_mid_stream(engine: Engine):
+    """A running stream of 400 tokens, and LONG submitted after its 5th; returns once LONG has its first token:
+    (the prefill steps the engine had done at each of the stream's tokens, the stream's tokens at LONG's submit,
+    LONG's chunks of 16, an event set when the stream ends)."""
+    steps_at_token, first_of_long, done = [], threading.Event(), threading.Event()
 
-    def running(event):
+    def running(event):  # read in the engine's thread, between its steps
         if event["type"] == "text":
-            tokens.append(event["text"])
+            steps_at_token.append(engine.stats["prefill_steps"])
         elif event["type"] == "end":
             done.set()
     engine.stream_interval = 0  # one event per token
     engine.submit(Job(engine.render(TRAIN, None), Sampling(400, min_tokens=400), running))
-    while len(tokens) < 5:
+    while len(steps_at_token) < 5:
         time.sleep(0.001)
-    before = len(tokens)
+    before = len(steps_at_token)
     engine.submit(Job(engine.render(LONG, None), Sampling(4), lambda event: first_of_long.set()))
     assert first_of_long.wait(60)
-    chunks = -(-len(engine.render(LONG, None)) // 16)
+    return steps_at_token, before, -(-len(engine.render(LONG, None)) // 16), done
+
+
+def test_running_streams_keep_decoding_while_a_long_prompt_is_read(onnx_folder):
+    """A long prompt that arrives mid-stream is read one chunk per step, each beside a decode step of the running
+    request: the stream gets a token for every chunk instead of waiting for the whole prompt."""
+    engine = Engine(onnx_folder / "genai-fp32", MODEL, max_batch=4, prefill_chunk=16)
+    tokens, before, chunks, done = _long_prompt_mid_stream(engine)
     assert len(tokens) - before >= chunks - 1, "the running stream was paused for the whole prompt"
     assert done.wait(120)
 
@@ -509,20 +516,7 @@ def test_a_prefill_budget_reads_a_waiting_prompt_before_the_next_decode_step(onn
     """With a budget of many chunks (vLLM's schedule) a newcomer's whole prompt is read, chunk after chunk, before
     the running stream's next token: one long pause instead of one short pause per chunk."""
     engine = Engine(onnx_folder / "genai-fp32", MODEL, max_batch=4, prefill_chunk=16, prefill_budget=4096)
-    steps_at_token, first_of_long, done = [], threading.Event(), threading.Event()
-
-    def running(event):  # the prefill steps done when each of its tokens came
-        if event["type"] == "text":
-            steps_at_token.append(engine.stats["prefill_steps"])
-        elif event["type"] == "end":
-            done.set()
-    engine.stream_interval = 0
-    engine.submit(Job(engine.render(TRAIN, None), Sampling(400, min_tokens=400), running))
-    while len(steps_at_token) < 5:
-        time.sleep(0.001)
-    engine.submit(Job(engine.render(LONG, None), Sampling(4), lambda event: first_of_long.set()))
-    assert first_of_long.wait(60)
-    chunks = -(-len(engine.render(LONG, None)) // 16)
+    steps_at_token, _, chunks, done = _long_prompt_mid_stream(engine)
     deadline = time.monotonic() + 60
     while steps_at_token[-1] < steps_at_token[0] + chunks and time.monotonic() < deadline:  # the token after it
         time.sleep(0.001)

@@ -28,10 +28,11 @@ def load_session(folder: Path, decoder: dict, threads: int, device: str = "cpu")
     options.enable_cpu_mem_arena = False
     options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(folder))
     session = ort.InferenceSession(model.SerializeToString(), options, providers=providers(device))
-    if device == "cuda" and session.get_providers()[0] != "CUDAExecutionProvider":
-        raise SystemExit(f"--device cuda: ONNX Runtime could not start its CUDA provider and fell back to "
-                         f"{session.get_providers()[0]} (its log above says why: no GPU in the container, or a "
-                         "driver older than the CUDA build; docs/gpu.md)")
+    started = session.get_providers()[0]
+    if device == "cuda" and started != "CUDAExecutionProvider":
+        raise SystemExit(f"--device cuda: ONNX Runtime could not start its CUDA provider and fell back to {started} "
+                         "(its log above says why: no GPU in the container, or a driver older than the CUDA build; "
+                         "docs/gpu.md)")
     return session
 
 
