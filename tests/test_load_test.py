@@ -127,6 +127,15 @@ def test_the_tool_measured_against_a_trivial_server():
 
 
 @pytest.mark.slow
+def test_the_tool_reads_events_split_anywhere():
+    """An SSE event cut after ``data:`` is one event still (vLLM's client alone counted it failed)."""
+    tool = load_test.Bench("local", models.get("phi4-nano"), progress=False)
+    with serving_bench.trivial_server(tokens=8, split=True) as url:
+        rows = tool.concurrency_sweep(url, (1,), input_len=16, output_len=8)
+    assert rows[0]["failed"] == 0 and rows[0]["req/s"] > 0, rows
+
+
+@pytest.mark.slow
 def test_slm_lab_bench_measures_the_engines_two_builds_side_by_side(tmp_path, monkeypatch):
     from helpers.measure import side_by_side
 

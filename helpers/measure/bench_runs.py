@@ -11,6 +11,16 @@ import json
 import sys
 
 
+def read_streams_by_line() -> None:
+    """vLLM's benchmark client strips every fragment of a streamed response before it puts the SSE events back
+    together, so an event the network splits right after ``data:`` loses its space and the request counts as
+    failed (vllm-project/vllm#51172, open). Its client gets whole lines instead: aiohttp's ``iter_any``, which it
+    reads the stream with, yields what ``readline`` returns."""
+    from aiohttp import streams
+
+    streams.StreamReader.iter_any = lambda self: streams.AsyncStreamIterator(self.readline)
+
+
 def main(plan_path: str) -> None:
     from vllm import platforms
     from vllm.benchmarks.serve import add_cli_args, main as bench_serve
@@ -31,4 +41,5 @@ def main(plan_path: str) -> None:
 
 
 if __name__ == "__main__":
+    read_streams_by_line()
     main(sys.argv[1])

@@ -168,9 +168,11 @@ def token_counter(tokenizer_file: Path):
 # ----------------------------------------------------------------------------- the harness's own overhead
 
 @contextmanager
-def trivial_server(tokens: int = 64):
+def trivial_server(tokens: int = 64, split: bool = False):
     """An OpenAI-compatible server that streams ``tokens`` one-word chunks at once, with no model:
-    benchmarking it measures the harness itself (HTTP, SSE parsing, token counting)."""
+    benchmarking it measures the harness itself (HTTP, SSE parsing, token counting). ``split``: each event is
+    sent in two writes, cut after ``data:`` (as a proxy or the network may deliver it)."""
+    import asyncio
     import threading
 
     import uvicorn
@@ -185,7 +187,12 @@ def trivial_server(tokens: int = 64):
     async def completions():
         async def events():
             for i in range(tokens):
-                yield "data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": f" w{i % 10}"}}]}) + "\n\n"
+                event = "data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": f" w{i % 10}"}}]}) + "\n\n"
+                if split:
+                    yield event[:5]
+                    await asyncio.sleep(0.005)  # a write of its own
+                    event = event[5:]
+                yield event
             yield "data: [DONE]\n\n"
         return StreamingResponse(events(), media_type="text/event-stream")
 
